@@ -1,0 +1,25 @@
+"""The Python API: one plain function per pipeline stage, each taking a validated `Config`."""
+
+from .compare import run_compare
+from .config import Config, config_reference, config_to_yaml, load_config
+from .demo import demo_config, run_demo
+from .errors import DomaintuneError
+from .evaluate import run_evaluate
+from .generate import run_generate
+from .prepare import run_prepare
+from .train import run_train
+
+__all__ = [
+    "Config",
+    "DomaintuneError",
+    "config_reference",
+    "config_to_yaml",
+    "demo_config",
+    "load_config",
+    "run_compare",
+    "run_demo",
+    "run_evaluate",
+    "run_generate",
+    "run_prepare",
+    "run_train",
+]

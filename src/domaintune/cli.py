@@ -1,0 +1,94 @@
+"""The command line: parse, load the config, call the stage function. Nothing else lives here.
+
+Every command takes `-c CONFIG` and any number of `key=value` overrides (`train.lora.r=16`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import DomaintuneError
+
+VERBS = ("prepare", "train", "evaluate", "compare", "generate", "demo", "config")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="domaintune", description="Adapt a small language model to a domain.")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    helps = {
+        "prepare": "clean, deduplicate and split the data; write a data card",
+        "train": "train LoRA or full fine-tuning into a run folder",
+        "evaluate": "evaluate a run folder (or 'base') on the test split",
+        "compare": "tabulate evaluated folders into report.md",
+        "generate": "answer a text with the base model or a run",
+        "demo": "prepare, train and compare on the embedded model and data",
+        "config": "print the resolved config (or the config reference)",
+    }
+    for verb in VERBS:
+        p = sub.add_parser(verb, help=helps[verb], description=helps[verb])
+        p.add_argument("-c", "--config", help="YAML config file (defaults apply without it)")
+        p.add_argument("args", nargs="*", help="key=value overrides, plus targets where the verb takes them")
+        if verb == "compare":
+            p.add_argument("--out", default="runs/compare", help="folder for report.md and comparison.json")
+        if verb == "generate":
+            p.add_argument("--text", required=True, help="the document (or, with --raw, the message)")
+            p.add_argument("--raw", action="store_true", help="send --text as a plain chat message")
+            p.add_argument("--max-new-tokens", type=int, default=64)
+            p.add_argument("--temperature", type=float, default=0.0, help="0 means greedy")
+        if verb == "config":
+            p.add_argument("--reference", action="store_true", help="print every key with its default and help")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    overrides = [a for a in ns.args if "=" in a]
+    targets = [a for a in ns.args if "=" not in a]
+    try:
+        return _dispatch(ns, overrides, targets)
+    except DomaintuneError as exc:
+        print(f"domaintune {ns.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"domaintune {ns.verb}: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) -> int:
+    # Imported here so that `--help` and config errors answer without loading torch.
+    from . import api
+
+    if ns.verb == "compare":
+        if overrides:
+            raise DomaintuneError(f"compare takes folders, not overrides: {overrides[0]}")
+        print(api.run_compare(targets, ns.out).read_text(encoding="utf-8"))
+        return 0
+    if ns.verb not in ("evaluate", "generate") and targets:
+        raise DomaintuneError(f"unexpected argument '{targets[0]}' (overrides are key=value)")
+    if ns.verb == "demo":
+        cfg = api.demo_config(overrides) if not ns.config else api.load_config(ns.config, overrides)
+        api.run_demo(cfg)
+        return 0
+    cfg = api.load_config(ns.config, overrides)
+    if ns.verb == "config":
+        print("\n".join(api.config_reference()) if ns.reference else api.config_to_yaml(cfg), end="\n")
+    elif ns.verb == "prepare":
+        print(f"prepared data written to {api.run_prepare(cfg)}")
+    elif ns.verb == "train":
+        print(f"run folder written to {api.run_train(cfg)}")
+    elif ns.verb == "evaluate":
+        for target in targets or ["base"]:
+            metrics = api.run_evaluate(cfg, target)
+            shown = {k: metrics[k] for k in ("perplexity", "accuracy", "macro_f1") if k in metrics}
+            print(f"{target}: {shown}")
+    elif ns.verb == "generate":
+        if len(targets) > 1:
+            raise DomaintuneError("generate takes one target: a run folder or 'base'")
+        print(api.run_generate(cfg, ns.text, targets[0] if targets else "base", ns.max_new_tokens,
+                               ns.temperature, ns.raw))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Reading run folders back: their config, their card, and the model they hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import Config, load_config
+from .errors import DomaintuneError
+from .io import read_json
+from .models import load_base, load_causal_lm, load_tokenizer
+
+BASE = "base"
+
+
+def run_card(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "run_card.json"
+    if not Path(run_dir).is_dir():
+        raise DomaintuneError(f"run folder not found: {run_dir}")
+    if not path.is_file():
+        raise DomaintuneError(f"{run_dir}: not a complete run folder (run_card.json is missing)")
+    return read_json(path)
+
+
+def run_config(run_dir: str | Path) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise DomaintuneError(f"{run_dir}: not a complete run folder (config.yaml is missing)")
+    return load_config(path)
+
+
+def weights_dir(run_dir: str | Path) -> Path:
+    card = run_card(run_dir)
+    folder = Path(run_dir) / ("adapter" if card["method"] == "lora" else "model")
+    marker = "adapter_config.json" if card["method"] == "lora" else "config.json"
+    if not (folder / marker).is_file():
+        raise DomaintuneError(f"{run_dir}: {folder.name}/{marker} is missing; the run folder is incomplete")
+    return folder
+
+
+def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`"base"` loads `cfg.model`; a run folder loads its adapter on its own base, or its full model."""
+    if target == BASE:
+        return load_base(cfg.model.name, cfg.model.revision)
+    folder = weights_dir(target)
+    if run_card(target)["method"] == "full":
+        return load_causal_lm(str(folder)), load_tokenizer(str(folder))
+    own = run_config(target)
+    base, _ = load_base(own.model.name, own.model.revision)
+    return PeftModel.from_pretrained(base, folder), load_tokenizer(str(folder))

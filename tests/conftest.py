@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny random Llama with a tokenizer built here, and small data files.
+
+The tiny model is saved once per session so that every test (base, LoRA, full) starts from the same
+weights, as the real comparisons do.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+POSITIVE = ["this drug worked great", "pain is gone and I feel good", "excellent results, no side effects"]
+NEGATIVE = ["terrible side effects", "it made my headache worse", "awful, I stopped after a week"]
+NEUTRAL = ["it was okay I guess", "some days better, some worse", "no real change so far"]
+
+
+def make_reviews(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = ("positive", "negative", "neutral")[i % 3]
+        phrases = {"positive": POSITIVE, "negative": NEGATIVE, "neutral": NEUTRAL}[label]
+        text = f"{rng.choice(phrases)} &amp; review number {i} for drug {rng.randint(1, 50)}"
+        rows.append({"review": text, "rating": label, "drugName": f"drug{i % 7}"})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer Llama (hidden 32) with a byte-level BPE tokenizer and a ChatML template."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    corpus = [r["review"] for r in make_reviews(60)] + ["Classify the sentiment. Answer with one word."] * 5
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        corpus, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def reviews_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "reviews.csv", make_reviews(60))
+
+
+@pytest.fixture
+def tiny_overrides(tiny_model_dir, reviews_csv, tmp_path) -> list[str]:
+    """Overrides that point a config at the tiny model and the small CSV, with tiny budgets."""
+    return [
+        f"model.name={tiny_model_dir}",
+        f"data.source={reviews_csv}",
+        f"data.output_dir={tmp_path / 'prepared'}",
+        f"train.output_dir={tmp_path / 'runs' / 'lora'}",
+        f"evaluate.base_output_dir={tmp_path / 'runs' / 'base'}",
+        "train.max_steps=3",
+        "train.batch_size=4",
+        "train.max_length=64",
+        "train.logging_steps=1",
+        "evaluate.max_length=64",
+        "evaluate.max_examples=12",
+    ]

@@ -1,0 +1,42 @@
+"""The CLI is thin: it parses, calls the stage function and turns user errors into one line + exit 2."""
+
+import subprocess
+import sys
+
+from conftest import write_csv
+from domaintune.cli import main
+
+
+def test_config_typo_exits_2_with_one_line(capsys):
+    assert main(["config", "train.lora.rnak=16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "domaintune config: error: config: unknown key 'train.lora.rnak' (did you mean 'train.lora.r'?)"
+
+
+def test_config_prints_resolved_yaml(capsys):
+    assert main(["config", "train.lora.r=12"]) == 0
+    assert "r: 12" in capsys.readouterr().out
+
+
+def test_prepare_bad_column_one_line(tmp_path, capsys):
+    path = write_csv(tmp_path / "r.csv", [{"body": "x", "rating": "positive"}])
+    code = main(["prepare", f"data.source={path}", f"data.output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no column 'review'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_one_line(tmp_path, capsys):
+    assert main(["evaluate", "base", f"model.name={tmp_path / 'nowhere'}"]) == 2
+    assert "model '" in capsys.readouterr().err
+
+
+def test_unexpected_positional(capsys):
+    assert main(["train", "oops"]) == 2
+    assert "unexpected argument 'oops'" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs():
+    out = subprocess.run([sys.executable, "-m", "domaintune", "--help"], capture_output=True, text=True, check=True)
+    for verb in ("prepare", "train", "evaluate", "compare", "generate", "demo"):
+        assert verb in out.stdout
