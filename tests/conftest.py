@@ -97,8 +97,9 @@ def tiny_overrides(tiny_model_dir, reviews_csv, tmp_path) -> list[str]:
         f"evaluate.base_output_dir={tmp_path / 'runs' / 'base'}",
         "train.max_steps=3",
         "train.batch_size=4",
-        "train.max_length=64",
+        "train.max_length=96",
+        "prompt.instruction=Classify the sentiment.",
         "train.logging_steps=1",
-        "evaluate.max_length=64",
+        "evaluate.max_length=96",
         "evaluate.max_examples=12",
     ]

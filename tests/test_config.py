@@ -39,7 +39,8 @@ def test_unknown_key_suggests_the_close_one():
 def test_unknown_key_in_yaml_names_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  methd: full\n")
-    with pytest.raises(DomaintuneError, match=r"c\.yaml: unknown key 'train\.methd' \(did you mean 'train\.method'\?\)"):
+    expected = r"c\.yaml: unknown key 'train\.methd' \(did you mean 'train\.method'\?\)"
+    with pytest.raises(DomaintuneError, match=expected):
         load_config(path)
 
 

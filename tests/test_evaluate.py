@@ -48,7 +48,8 @@ def test_classify_returns_one_label_per_text(model_and_tokenizer):
     from domaintune.config import load_config
 
     model, tok = model_and_tokenizer
-    preds = classify(model, tok, load_config(), ["a", "b c", "d e f"], ["negative", "positive"], 64, 2)
+    cfg = load_config(None, ["prompt.instruction=Classify."])
+    preds = classify(model, tok, cfg, ["a", "b c", "d e f"], ["negative", "positive"], 64, 2)
     assert len(preds) == 3 and set(preds) <= {"negative", "positive"}
 
 

@@ -113,3 +113,14 @@ def test_generate_from_a_run(lora_run):
     cfg, run_dir = lora_run
     out = run_generate(cfg, "this drug worked great", str(run_dir), max_new_tokens=4)
     assert isinstance(out, str)
+
+
+def test_demo_flow_on_the_tiny_model(tiny_overrides, tmp_path):
+    from domaintune import demo_config, run_demo
+
+    lines = []
+    report = run_demo(demo_config(tiny_overrides), log=lines.append)
+    assert report == tmp_path / "runs" / "lora" / "report.md"
+    table = "\n".join(lines)
+    assert "test perplexity" in table and "accuracy" in table and "trainable params" in table
+    assert [line.split()[0] for line in table.splitlines() if line.startswith(("base ", "lora "))] == ["base", "lora"]

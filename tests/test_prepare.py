@@ -67,7 +67,8 @@ def test_test_file_is_kept_and_train_is_split(tmp_path):
 
 def test_missing_column_names_file_and_column(tmp_path):
     path = write_csv(tmp_path / "r.csv", [{"body": "x", "rating": "positive"}])
-    with pytest.raises(DomaintuneError, match=r"r\.csv: no column 'review' \(columns: body, rating\); set data\.text_column"):
+    expected = r"r\.csv: no column 'review' \(columns: body, rating\); set data\.text_column"
+    with pytest.raises(DomaintuneError, match=expected):
         run_prepare(_cfg(tmp_path, path))
 
 

@@ -16,18 +16,13 @@ def clean_text(text: str) -> str:
     """Unescape HTML entities, compose Unicode (NFC), drop invisible characters, collapse whitespace.
 
     Entities are unescaped until stable because scraped text is often escaped twice (`&amp;#039;`).
-    A pair of double quotes wrapping the whole text (with balanced quotes inside) is a CSV export
-    artefact, as in the Drugs.com reviews, and is removed.
     """
     previous = None
     while previous != text:
         previous, text = text, html.unescape(text)
     text = unicodedata.normalize("NFC", text)
     text = _INVISIBLE.sub("", text)
-    text = _WHITESPACE.sub(" ", text).strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"' and text[1:-1].count('"') % 2 == 0:
-        text = text[1:-1].strip()
-    return text
+    return _WHITESPACE.sub(" ", text).strip()
 
 
 def normalized_key(text: str) -> str:

@@ -56,6 +56,6 @@ def run_demo(cfg: Config | None = None, log=print) -> Path:
     names = ["base", f"{cfg.train.method}"]
     report = run_compare(folders, run_dir, names)
     log("")
-    log(text_table([comparison_row(f, n) for f, n in zip(folders, names)]))
+    log(text_table([comparison_row(f, n) for f, n in zip(folders, names, strict=False)]))
     log(f"\nreport: {report}")
     return report

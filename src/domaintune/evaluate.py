@@ -23,7 +23,6 @@ from .runs import BASE, load_run_model, run_config
 from .runtime import configure_threads
 
 
-
 def run_evaluate(cfg: Config, target: str = BASE) -> dict:
     """Evaluate `target` (a run folder, or "base" for `cfg.model`) and write its metrics.json."""
     configure_threads(cfg.threads)
@@ -140,7 +139,7 @@ def classify(
     predicted: list[str] = [""] * len(texts)
     for batch in _length_sorted_batches([len(p) for p in prompts], batch_size):
         scores = score_options(model, [prompts[i] for i in batch], options, tokenizer.pad_token_id)
-        for i, best in zip(batch, scores.argmax(-1).tolist()):
+        for i, best in zip(batch, scores.argmax(-1).tolist(), strict=False):
             predicted[i] = labels[best]
     return predicted
 
@@ -150,12 +149,12 @@ def classification_metrics(gold: list[str], predicted: list[str], labels: list[s
         gold, predicted, labels=labels, zero_division=0
     )
     return {
-        "accuracy": round(sum(g == p for g, p in zip(gold, predicted)) / max(len(gold), 1), 5),
+        "accuracy": round(sum(g == p for g, p in zip(gold, predicted, strict=False)) / max(len(gold), 1), 5),
         "macro_f1": round(float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)), 5),
         "per_class": {
             label: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),
                     "support": int(s)}
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=False)
         },
         "confusion_matrix": {"labels": labels, "rows_gold_cols_predicted":
                              confusion_matrix(gold, predicted, labels=labels).tolist()},

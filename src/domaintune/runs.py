@@ -25,6 +25,7 @@ def run_card(run_dir: str | Path) -> dict:
 
 
 def run_config(run_dir: str | Path) -> Config:
+    run_card(run_dir)  # checks the folder first, so its error names what a run folder needs
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise DomaintuneError(f"{run_dir}: not a complete run folder (config.yaml is missing)")

@@ -73,6 +73,9 @@ def named_dataset(name: str) -> dict[str, RawTable]:
             data = bundle.read(filename)
             with bundle.open(filename) as handle:
                 frame = pd.read_csv(handle, sep="\t", dtype=str, keep_default_na=False)
+            # Every review in this export is wrapped in one extra pair of quotes ('"""text"""' in the
+            # file); inner quotes are often unbalanced (6'2"), so only the outer pair is removed.
+            frame["review"] = frame["review"].str.strip().str.removeprefix('"').str.removesuffix('"')
             tables[split] = RawTable(frame, f"{name}/{filename}", _sha256(data))
     return tables
 
