@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test install lint bench
+.PHONY: demo test install lint docs
 demo: install
 	$(BIN)/domaintune demo
 
@@ -24,3 +24,6 @@ $(VENV)/.installed: pyproject.toml
 
 lint: install
 	$(BIN)/ruff check src tests bench
+
+docs: install
+	$(BIN)/python tools/update_readme_reference.py

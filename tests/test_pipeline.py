@@ -27,7 +27,10 @@ def _logits(model, ids):
 
 def test_lora_run_folder_and_card(lora_run):
     cfg, run_dir = lora_run
-    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "config.yaml", "metrics.jsonl", "run_card.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "adapter", "config.yaml", "loss_curve.png", "metrics.jsonl", "run_card.json", "tensorboard"
+    ]
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents*"))
     card = json.loads((run_dir / "run_card.json").read_text())
     assert card["method"] == "lora" and card["steps"] == 3
     assert 0 < card["trainable_parameters"] < card["total_parameters"]

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--raw", action="store_true", help="send --text as a plain chat message")
             p.add_argument("--max-new-tokens", type=int, default=64)
             p.add_argument("--temperature", type=float, default=0.0, help="0 means greedy")
+        if verb == "train":
+            p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
         if verb == "config":
             p.add_argument("--reference", action="store_true", help="print every key with its default and help")
     return parser
@@ -76,7 +78,7 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
     elif ns.verb == "prepare":
         print(f"prepared data written to {api.run_prepare(cfg)}")
     elif ns.verb == "train":
-        print(f"run folder written to {api.run_train(cfg)}")
+        print(f"run folder written to {api.run_train(cfg, resume=ns.resume)}")
     elif ns.verb == "evaluate":
         for target in targets or ["base"]:
             metrics = api.run_evaluate(cfg, target)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import DomaintuneError
 from .io import atomic_write_text
@@ -79,12 +79,17 @@ class LoraSettings(_Section):
         "all-linear",
         description="Modules to adapt: `all-linear` or a list of module names (q_proj, v_proj, ...).",
     )
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r.")
 
 
 class TrainConfig(_Section):
-    method: Literal["lora", "full"] = Field(
-        "lora", description="`lora`: train a PEFT adapter; `full`: update every weight."
+    method: Literal["lora", "dora", "qlora", "freeze", "full"] = Field(
+        "lora",
+        description="`lora`/`dora`: train a PEFT adapter (DoRA adds weight decomposition); `qlora`: LoRA on a "
+        "4-bit NF4 base (CUDA only); `freeze`: train only the top `freeze_top_layers` blocks and the head; "
+        "`full`: update every weight.",
     )
+    freeze_top_layers: int = Field(2, ge=1, description="method=freeze: how many top transformer blocks train.")
     task: Literal["sft", "causal-lm"] = Field(
         "sft",
         description="`sft`: chat-template prompt (instruction + document) and answer (label); "
@@ -112,6 +117,25 @@ class TrainConfig(_Section):
         None, ge=1, description="Use at most this many training rows (quick runs)."
     )
     logging_steps: int = Field(5, ge=1, description="Log loss and throughput every N steps.")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate on val every N steps (unset: once, at the end)."
+    )
+    save_steps: int | None = Field(
+        None, ge=1, description="Write a resumable checkpoint every N steps (unset: no checkpoints)."
+    )
+    save_total_limit: int = Field(2, ge=2, description="Checkpoints kept: the best and the most recent ones.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without a better val loss (needs eval_steps)."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+
+    @model_validator(mode="after")
+    def _schedules_fit(self) -> TrainConfig:
+        if self.early_stopping_patience and not self.eval_steps:
+            raise ValueError("train.early_stopping_patience needs train.eval_steps")
+        if self.eval_steps and self.save_steps and self.save_steps % self.eval_steps:
+            raise ValueError("train.save_steps must be a multiple of train.eval_steps to keep the best checkpoint")
+        return self
     output_dir: str = Field("runs/lora", description="Run folder to write.")
 
 

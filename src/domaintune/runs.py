@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .config import Config, load_config
 from .errors import DomaintuneError
 from .io import read_json
+from .methods import ADAPTER_METHODS
 from .models import load_base, load_causal_lm, load_tokenizer
 
 BASE = "base"
@@ -32,10 +33,14 @@ def run_config(run_dir: str | Path) -> Config:
     return load_config(path)
 
 
+def is_adapter_run(card: dict) -> bool:
+    return card["method"] in ADAPTER_METHODS
+
+
 def weights_dir(run_dir: str | Path) -> Path:
-    card = run_card(run_dir)
-    folder = Path(run_dir) / ("adapter" if card["method"] == "lora" else "model")
-    marker = "adapter_config.json" if card["method"] == "lora" else "config.json"
+    adapter = is_adapter_run(run_card(run_dir))
+    folder = Path(run_dir) / ("adapter" if adapter else "model")
+    marker = "adapter_config.json" if adapter else "config.json"
     if not (folder / marker).is_file():
         raise DomaintuneError(f"{run_dir}: {folder.name}/{marker} is missing; the run folder is incomplete")
     return folder
@@ -46,7 +51,7 @@ def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTraine
     if target == BASE:
         return load_base(cfg.model.name, cfg.model.revision)
     folder = weights_dir(target)
-    if run_card(target)["method"] == "full":
+    if not is_adapter_run(run_card(target)):
         return load_causal_lm(str(folder)), load_tokenizer(str(folder))
     own = run_config(target)
     base, _ = load_base(own.model.name, own.model.revision)

@@ -1,12 +1,14 @@
-"""Stage 2, train: prepared splits -> run folder with an adapter (LoRA) or a full model.
+"""Stage 2, train: prepared splits -> run folder with an adapter (LoRA/DoRA/QLoRA) or a full model.
 
 Run folder layout (the contract with evaluate and compare):
-    adapter/           PEFT adapter (safetensors) + tokenizer       (method: lora)
-    model/             full HF model (safetensors) + tokenizer      (method: full)
-    run_card.json      how to reproduce the run and what it cost
+    adapter/           PEFT adapter (safetensors) + tokenizer       (lora, dora, qlora)
+    model/             full HF model (safetensors) + tokenizer      (full, freeze)
+    run_card.json      how to reproduce the run and what it cost; written last
     metrics.jsonl      the trainer's log history, one record per line
+    loss_curve.png     train (and val) loss against step
+    tensorboard/       the same metrics as TensorBoard event files
     config.yaml        the resolved config
-The loop itself is transformers' Trainer; full and LoRA differ only in `wrap_model`.
+The loop itself is transformers' Trainer; the methods differ only in `methods.wrap_model`.
 """
 
 from __future__ import annotations
@@ -18,113 +20,156 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig, get_peft_model
+from tensorboardX import SummaryWriter
 from transformers import (
     DataCollatorForSeq2Seq,
-    PreTrainedModel,
+    EarlyStoppingCallback,
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
     set_seed,
 )
+from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 
+from .checkpoints import (
+    MarkCompleteCallback,
+    complete_checkpoints,
+    last_complete_checkpoint,
+    remove_incomplete,
+    work_dir,
+)
 from .config import Config, TrainConfig, save_config
 from .errors import DomaintuneError
-from .io import atomic_write_json, atomic_write_text, staged_dir
-from .models import load_base
+from .io import atomic_write_json, atomic_write_text, replace_dir
+from .methods import ADAPTER_METHODS, DEFAULT_LR, check_method_supported, load_quantized_base, wrap_model
+from .models import load_causal_lm, load_tokenizer, resolve_model
+from .monitor import NonFiniteLossGuard, plot_loss_curve
 from .prepare import read_data_card, read_split
 from .progress import ProgressCallback
 from .render import encode_sft, encode_text
 from .runtime import configure_threads, git_commit, hardware, library_versions, peak_rss_bytes, resolve_precision
 
-DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
 
+def run_train(cfg: Config, resume: bool = False) -> Path:
+    """Train `cfg.model` on the prepared splits in `cfg.data.output_dir`; returns the run folder.
 
-def run_train(cfg: Config) -> Path:
-    """Train `cfg.model` on the prepared splits in `cfg.data.output_dir`; returns the run folder."""
+    With `resume`, continue from the last complete checkpoint of an interrupted run of the same folder.
+    """
     t = cfg.train
+    check_method_supported(t)
     configure_threads(cfg.threads)
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
     card = read_data_card(cfg.data.output_dir)
-    train_rows = read_split(cfg.data.output_dir, "train")[: t.max_train_rows]
-    val_rows = read_split(cfg.data.output_dir, "val")
     if t.task == "sft" and card.get("labels") is None:
         raise DomaintuneError("train.task=sft needs labelled data (data.format=classification); use causal-lm")
+    work = work_dir(t.output_dir)
+    checkpoint = _prepare_work_dir(work, resume)
 
-    model, tokenizer = load_base(cfg.model.name, cfg.model.revision)
+    source = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer(source, cfg.model.revision)
+    if t.method == "qlora":
+        model = load_quantized_base(source, cfg.model.revision)
+    else:
+        model = load_causal_lm(source, cfg.model.revision)
     model = wrap_model(model, t)
+    train_rows = read_split(cfg.data.output_dir, "train")[: t.max_train_rows]
+    val_rows = read_split(cfg.data.output_dir, "val")
     train_set = encode_rows(train_rows, tokenizer, cfg)
     val_set = encode_rows(val_rows, tokenizer, cfg) if val_rows else None
+    learning_rate = t.learning_rate or DEFAULT_LR[t.method]
 
-    with staged_dir(t.output_dir) as run_dir:
-        args = training_arguments(t, cfg.seed, precision, run_dir / "checkpoints")
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=train_set,
-            eval_dataset=val_set,
-            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-            processing_class=tokenizer,
-        )
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(ProgressCallback())
-        started = time.perf_counter()
-        result = trainer.train()
-        wall = time.perf_counter() - started
-        val_loss = trainer.evaluate()["eval_loss"] if val_set is not None else None
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(t, cfg.seed, precision, learning_rate, work, has_val=val_set is not None),
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        processing_class=tokenizer,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(ProgressCallback())
+    trainer.add_callback(MarkCompleteCallback())
+    trainer.add_callback(NonFiniteLossGuard(learning_rate, precision, work / "checkpoints"))
+    trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(logdir=str(work / "tensorboard"))))
+    if t.early_stopping_patience:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
 
-        weights_dir = run_dir / ("adapter" if t.method == "lora" else "model")
-        model.save_pretrained(weights_dir, safe_serialization=True)
-        tokenizer.save_pretrained(weights_dir)
-        history = "".join(json.dumps(r) + "\n" for r in trainer.state.log_history)
-        atomic_write_text(run_dir / "metrics.jsonl", history)
-        tokens = int(trainer.state.num_input_tokens_seen)
-        atomic_write_json(run_dir / "run_card.json", {
-            "method": t.method,
-            "task": t.task,
-            "base_model": cfg.model.name,
-            "data_fingerprint": card["fingerprint"],
-            "labels": card.get("labels"),
-            "seed": cfg.seed,
-            "precision": precision,
-            "hardware": hardware(),
-            "versions": library_versions(),
-            "git_commit": git_commit(),
-            "train_rows": len(train_rows),
-            "steps": trainer.state.global_step,
-            "train_wall_seconds": round(wall, 2),
-            "train_tokens": tokens,
-            "train_tokens_per_second": round(tokens / wall, 1) if wall else None,
-            "train_loss": round(result.training_loss, 5),
-            "val_loss": round(val_loss, 5) if val_loss is not None else None,
-            "peak_rss_bytes": peak_rss_bytes(),
-            "trainable_parameters": count_parameters(model, trainable_only=True),
-            "total_parameters": count_parameters(model, trainable_only=False),
-            "weights_bytes": folder_bytes(weights_dir, "*.safetensors"),
-        })
-        save_config(cfg, run_dir)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    started = time.perf_counter()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except torch.cuda.OutOfMemoryError:
+        _discard_if_nothing_to_resume(work)
+        raise DomaintuneError(
+            "out of GPU memory: lower train.batch_size (raise train.grad_accum to keep the batch), "
+            "train.max_length, or set train.gradient_checkpointing=true / train.method=lora"
+        ) from None
+    except BaseException:
+        _discard_if_nothing_to_resume(work)
+        raise
+    wall = time.perf_counter() - started
+    val_loss = trainer.evaluate()["eval_loss"] if val_set is not None else None
+
+    weights_dir = work / ("adapter" if t.method in ADAPTER_METHODS else "model")
+    model.save_pretrained(weights_dir, safe_serialization=True)
+    tokenizer.save_pretrained(weights_dir)
+    history = trainer.state.log_history
+    atomic_write_text(work / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    plot_loss_curve(history, work / "loss_curve.png")
+    save_config(cfg, work)
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    tokens = int(trainer.state.num_input_tokens_seen)
+    atomic_write_json(work / "run_card.json", {
+        "method": t.method,
+        "task": t.task,
+        "base_model": cfg.model.name,
+        "data_fingerprint": card["fingerprint"],
+        "labels": card.get("labels"),
+        "seed": cfg.seed,
+        "precision": precision,
+        "resumed_from_step": int(checkpoint.name.split("-")[-1]) if checkpoint else None,
+        "hardware": hardware(),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "train_rows": len(train_rows),
+        "steps": trainer.state.global_step,
+        "train_wall_seconds": round(wall, 2),
+        "train_tokens": tokens,
+        "train_tokens_per_second": round(tokens / wall, 1) if wall else None,
+        "train_loss": round(result.training_loss, 5),
+        "val_loss": round(val_loss, 5) if val_loss is not None else None,
+        "best_checkpoint_step": _step_of(trainer.state.best_model_checkpoint),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_cuda_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+        "trainable_parameters": count_parameters(model, trainable_only=True),
+        "total_parameters": count_parameters(model, trainable_only=False),
+        "weights_bytes": folder_bytes(weights_dir, "*.safetensors"),
+    })
+    replace_dir(work, Path(t.output_dir))
     return Path(t.output_dir)
 
 
-def wrap_model(model: PreTrainedModel, t: TrainConfig) -> PreTrainedModel:
-    """The one place where full fine-tuning and LoRA differ."""
-    if t.method == "full":
-        model.requires_grad_(True)
-        return model
-    lora = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=t.lora.r,
-        lora_alpha=t.lora.alpha,
-        lora_dropout=t.lora.dropout,
-        target_modules=t.lora.target_modules,
-    )
-    try:
-        return get_peft_model(model, lora)
-    except ValueError as exc:
-        raise DomaintuneError(f"train.lora.target_modules: {exc}") from None
+def _prepare_work_dir(work: Path, resume: bool) -> Path | None:
+    """A fresh run starts from an empty work folder; a resumed one from its last complete checkpoint."""
+    if resume:
+        remove_incomplete(work / "checkpoints")
+        checkpoint = last_complete_checkpoint(work / "checkpoints")
+        if checkpoint is None:
+            raise DomaintuneError(f"nothing to resume: {work} holds no complete checkpoint (set train.save_steps)")
+        return checkpoint
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return None
+
+
+def _discard_if_nothing_to_resume(work: Path) -> None:
+    if not complete_checkpoints(work / "checkpoints"):
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
 
 
 def encode_rows(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: Config) -> Dataset:
@@ -140,22 +185,34 @@ def encode_rows(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: Confi
     return Dataset.from_list(encoded)
 
 
-def training_arguments(t: TrainConfig, seed: int, precision: str, scratch: Path) -> TrainingArguments:
+def training_arguments(
+    t: TrainConfig, seed: int, precision: str, learning_rate: float, work: Path, has_val: bool
+) -> TrainingArguments:
+    evaluating = has_val and t.eval_steps is not None
+    saving = t.save_steps is not None
     return TrainingArguments(
-        output_dir=str(scratch),
+        output_dir=str(work / "checkpoints"),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate or DEFAULT_LR[t.method],
+        gradient_checkpointing=t.gradient_checkpointing,
+        learning_rate=learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float below 1 is read as a ratio of the total steps
         weight_decay=t.weight_decay,
         logging_steps=t.logging_steps,
-        eval_strategy="no",
-        save_strategy="no",
-        report_to="none",
+        logging_nan_inf_filter=False,  # NonFiniteLossGuard must see a NaN, not an average that hides it
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=t.eval_steps if evaluating else None,
+        save_strategy="steps" if saving else "no",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=evaluating and saving,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        report_to="none",  # TensorBoard is added as a callback, to write inside the run folder
         seed=seed,
         data_seed=seed,
         bf16=precision == "bf16",
