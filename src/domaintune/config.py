@@ -128,6 +128,11 @@ class TrainConfig(_Section):
         None, ge=1, description="Stop after this many evaluations without a better val loss (needs eval_steps)."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    sampling: Literal["group_by_length", "random", "sequential"] = Field(
+        "group_by_length",
+        description="Training order: `group_by_length` batches rows of similar length (least padding); "
+        "`random`; `sequential` keeps the file order.",
+    )
 
     @model_validator(mode="after")
     def _schedules_fit(self) -> TrainConfig:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from datasets import Dataset
 from tensorboardX import SummaryWriter
 from transformers import (
@@ -65,7 +66,12 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
     if t.task == "sft" and card.get("labels") is None:
         raise DomaintuneError("train.task=sft needs labelled data (data.format=classification); use causal-lm")
     work = work_dir(t.output_dir)
-    checkpoint = _prepare_work_dir(work, resume)
+    # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
+    processes = PartialState(cpu=not torch.cuda.is_available())
+    if processes.is_main_process:
+        _prepare_work_dir(work, resume)
+    processes.wait_for_everyone()
+    checkpoint = last_complete_checkpoint(work / "checkpoints") if resume else None
 
     source = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(source, cfg.model.revision)
@@ -100,16 +106,20 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.cuda.OutOfMemoryError:
-        _discard_if_nothing_to_resume(work)
+        if processes.is_main_process:
+            _discard_if_nothing_to_resume(work)
         raise DomaintuneError(
             "out of GPU memory: lower train.batch_size (raise train.grad_accum to keep the batch), "
             "train.max_length, or set train.gradient_checkpointing=true / train.method=lora"
         ) from None
     except BaseException:
-        _discard_if_nothing_to_resume(work)
+        if processes.is_main_process:
+            _discard_if_nothing_to_resume(work)
         raise
     wall = time.perf_counter() - started
     val_loss = trainer.evaluate()["eval_loss"] if val_set is not None else None
+    if not processes.is_main_process:
+        return Path(t.output_dir)
 
     weights_dir = work / ("adapter" if t.method in ADAPTER_METHODS else "model")
     model.save_pretrained(weights_dir, safe_serialization=True)
@@ -150,17 +160,15 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
     return Path(t.output_dir)
 
 
-def _prepare_work_dir(work: Path, resume: bool) -> Path | None:
+def _prepare_work_dir(work: Path, resume: bool) -> None:
     """A fresh run starts from an empty work folder; a resumed one from its last complete checkpoint."""
     if resume:
         remove_incomplete(work / "checkpoints")
-        checkpoint = last_complete_checkpoint(work / "checkpoints")
-        if checkpoint is None:
+        if last_complete_checkpoint(work / "checkpoints") is None:
             raise DomaintuneError(f"nothing to resume: {work} holds no complete checkpoint (set train.save_steps)")
-        return checkpoint
+        return
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    return None
 
 
 def _discard_if_nothing_to_resume(work: Path) -> None:
@@ -218,8 +226,8 @@ def training_arguments(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        # Padding to the longest in a batch of similar lengths instead of to max_length.
-        train_sampling_strategy="group_by_length",
+        # group_by_length (the default) pads to the longest of similar-length rows, not to max_length.
+        train_sampling_strategy=t.sampling,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         disable_tqdm=True,
