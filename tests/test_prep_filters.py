@@ -55,7 +55,8 @@ def test_exact_and_near_dedup_keep_the_first_copy():
     kept, sigs = drop_near(rows, signatures([r["text"] for r in rows], cfg), cfg, log)
     assert [r["id"] for r in kept] == ["0", "3", "4"], "near copies (English and Korean) go, first kept"
     assert log.steps[-1]["removed"] == {"near_duplicate": 2} and len(sigs) == 3
-    leaks = near_matches(signatures([base.replace("treatment", "therapy")], cfg), sigs, cfg)
+    query = [base.replace("treatment", "therapy")]
+    leaks = near_matches(query, signatures(query, cfg), [r["text"] for r in kept], sigs, cfg)
     assert leaks == [True]
 
 

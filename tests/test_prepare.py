@@ -60,10 +60,13 @@ def test_leaked_rows_are_removed_from_train():
 def test_test_file_is_kept_and_train_is_split(tmp_path):
     train = write_csv(tmp_path / "train.tsv", make_reviews(40), delimiter="\t")
     test = tmp_path / "test.jsonl"
-    test.write_text("".join(json.dumps(r) + "\n" for r in make_reviews(9, seed=5)))
+    test.write_text("".join(json.dumps(r) + "\n" for r in make_reviews(9, seed=5)) + "{broken\n")
     out = run_prepare(_cfg(tmp_path, train, f"data.test_source={test}", "data.val_fraction=0.25"))
     assert len(read_split(out, "test")) == 9
     assert len(read_split(out, "val")) == 10
+    steps = {s["step"]: s for s in json.loads((out / "data_card.json").read_text())["steps"]}
+    assert steps["read"]["removed"] == {}, "the test file's bad line is not charged to the pool"
+    assert steps["read_test_file"]["rows_in"] == 10 and steps["read_test_file"]["removed"] == {"invalid JSON": 1}
 
 
 def test_missing_column_names_file_and_column(tmp_path):

@@ -7,12 +7,13 @@ import html
 import re
 import unicodedata
 
-_WHITESPACE = re.compile(r"\s+")
 _SPACES_AROUND_NEWLINE = re.compile(r"[^\S\n]*\n[^\S\n]*")
 _HSPACE = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 # Control characters except tab/newline, plus zero-width characters and the BOM.
 _INVISIBLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200d\u2060\ufeff]")
+# The same set for ASCII text, deleted with bytes.translate (C speed; most documents are ASCII).
+_ASCII_INVISIBLE = bytes([*range(0, 9), 11, 12, *range(14, 32), 127])
 
 # Only tag-shaped text is removed (a letter right after `<`), so prose like "dose < 5 mg > 2 mg" survives.
 # A regex rather than an HTML parser: review text holds fragments, not documents, and the stdlib
@@ -77,18 +78,20 @@ def clean_text(
     previous = None
     while previous != text and "&" in text:
         previous, text = text, html.unescape(text)
-    text = unicodedata.normalize("NFC", text)
-    text = _INVISIBLE.sub("", text)
+    if text.isascii():
+        text = text.encode("ascii").translate(None, _ASCII_INVISIBLE).decode("ascii")
+    else:
+        text = _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
     if mask_email or mask_url or mask_phone:
         text = mask_pii(text, email=mask_email, url=mask_url, phone=mask_phone)
     if keep_newlines:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
         text = _HSPACE.sub(" ", _SPACES_AROUND_NEWLINE.sub("\n", text))
         return _BLANK_LINES.sub("\n\n", text).strip()
-    return _WHITESPACE.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def normalized_key(text: str) -> str:
     """Hash of the text as a duplicate detector sees it: case-folded, whitespace collapsed."""
-    folded = _WHITESPACE.sub(" ", text.casefold()).strip()
+    folded = " ".join(text.casefold().split())
     return hashlib.sha256(folded.encode("utf-8")).hexdigest()

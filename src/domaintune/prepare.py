@@ -40,15 +40,15 @@ def run_prepare(cfg: Config) -> Path:
     """Prepare `cfg.data` into `cfg.data.output_dir`; returns that folder."""
     data = cfg.data
     bad, log = BadRows(data.strict), StepLog()
-    pool_tables, test_table = _open_sources(data, bad)
-    reader_bad = sum(bad.by_reason.values())
+    pool_tables, test_table, pool_reader_bad = _open_sources(data, bad)
+    test_reader_bad = Counter(bad.by_reason) - pool_reader_bad  # malformed lines of data.test_source
     pool = []
     for table, _ in pool_tables:
         for row in rows_from_table(table, data, bad):
             row["source"] = table.origin
             pool.append(row)
-    records = sum(len(t.records) for t, _ in pool_tables) + reader_bad
-    log.record("read", records, len(pool), dict(bad.by_reason))
+    records = sum(len(t.records) for t, _ in pool_tables) + sum(pool_reader_bad.values())
+    log.record("read", records, len(pool), dict(Counter(bad.by_reason) - test_reader_bad))
     if not pool:
         raise DomaintuneError(f"{', '.join(t.origin for t, _ in pool_tables)}: no usable rows "
                               f"({bad.summary()['by_reason'] or 'the sources are empty'})")
@@ -71,7 +71,8 @@ def run_prepare(cfg: Config) -> Path:
     else:
         before = Counter(bad.by_reason)
         test = rows_from_table(test_table, data, bad)
-        log.record("read_test_file", len(test_table.records), len(test), dict(bad.by_reason - before))
+        log.record("read_test_file", len(test_table.records) + sum(test_reader_bad.values()), len(test),
+                   dict(Counter(bad.by_reason) - before + test_reader_bad))
         rest = split_rows(pool, data.val_fraction, 0.0, cfg.seed, data.format, by_group)
         splits = {"train": rest["train"], "val": rest["val"], "test": test}
         if sig_of is not None:
@@ -136,8 +137,9 @@ def _removed(log: StepLog, step: str) -> int:
     return sum(sum(s["removed"].values()) for s in log.steps if s["step"] == step)
 
 
-def _open_sources(data: DataConfig, bad: BadRows) -> tuple[list[tuple[Table, float]], Table | None]:
-    """The pool tables with their weights, and the test table (named dataset, HF test split, or file)."""
+def _open_sources(data: DataConfig, bad: BadRows) -> tuple[list[tuple[Table, float]], Table | None, Counter]:
+    """The pool tables with their weights, the test table (named dataset, HF test split, or file), and
+    the malformed-line counts of the pool files (the test file is read last, so they can be told apart)."""
     test = None
     if is_named(data.source):
         tables = named_dataset(data.source)
@@ -151,9 +153,10 @@ def _open_sources(data: DataConfig, bad: BadRows) -> tuple[list[tuple[Table, flo
         if extra.origin in {t.origin for t, _ in pool}:
             extra.origin = entry.path  # two files of the same name: the path keeps row ids unique
         pool.append((extra, entry.weight))
+    pool_bad = Counter(bad.by_reason)
     if data.test_source:
         test = read_source(data.test_source, data.encoding, data.text_unit, bad)["train"]
-    return pool, test
+    return pool, test, pool_bad
 
 
 def _tokenizer(cfg: Config):

@@ -9,6 +9,7 @@ classification). `instruction` and `chat` rows also carry `messages`, a list of 
 from __future__ import annotations
 
 import json
+import re
 
 from ..clean import clean_text
 from ..config import DataConfig
@@ -19,12 +20,14 @@ from .report import BadRows
 ROLES = ("system", "user", "assistant")
 
 
+_CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def looks_binary(value: str) -> bool:
-    """NUL bytes, undecodable bytes (U+FFFD) or mostly control characters: not text."""
+    """NUL bytes, undecodable bytes (U+FFFD) or many control characters: not text."""
     if "\x00" in value or "\ufffd" in value:
         return True
-    controls = sum(1 for ch in value if ch < " " and ch not in "\t\n\r")
-    return controls > 0.1 * max(len(value), 1)
+    return _CONTROL.search(value) is not None and len(_CONTROL.findall(value)) > 0.1 * len(value)
 
 
 def _check_columns(table: Table, data: DataConfig) -> None:

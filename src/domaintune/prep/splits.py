@@ -88,12 +88,14 @@ def remove_leaks(
     report = {"exact": {}, "near": {}}
     held_keys: set[str] = set()
     held_sigs: list = []
+    held_texts: list[str] = []
     for name in ("test", "val", "train"):
         rows = splits[name]
         exact = [normalized_key(r["text"]) in held_keys for r in rows]
         near = [False] * len(rows)
         if sigs is not None and dedup is not None and held_sigs:
-            near = [hit and not ex for hit, ex in zip(near_matches(sigs[name], held_sigs, dedup), exact, strict=True)]
+            hits = near_matches([r["text"] for r in rows], sigs[name], held_texts, held_sigs, dedup)
+            near = [hit and not ex for hit, ex in zip(hits, exact, strict=True)]
         if name != "test":
             report["exact"][name] = sum(exact)
             report["near"][name] = sum(near)
@@ -105,6 +107,7 @@ def remove_leaks(
         held_keys.update(normalized_key(r["text"]) for r in splits[name])
         if sigs is not None:
             held_sigs += sigs[name]
+            held_texts += [r["text"] for r in splits[name]]
     return report
 
 
