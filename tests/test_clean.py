@@ -14,6 +14,7 @@ from domaintune.clean import clean_text, normalized_key
         ("  lots \n\n of\t space  ", "lots of space"),
         ("zero\u200bwidth\ufeff", "zerowidth"),
         ("emoji 😀 and 한국어 stay", "emoji 😀 and 한국어 stay"),
+        ("中文 日本語 &amp; ㈜", "中文 日本語 & ㈜"),
     ],
 )
 def test_clean_text(raw, expected):
