@@ -9,18 +9,22 @@ added in a review of 30+ words). Both stages run the real prepare code:
   B. near-duplicate detection             (MinHash signatures with `num_proc` workers + LSH)
   C. token counting for the token filters and the card (SmolLM2 tokenizer, batched), reported apart
 
-Recall = share of planted near duplicates that stage B removed. Run:
+Recall = share of planted near duplicates that stage B removed. `--end-to-end N` also times the whole
+`run_prepare` on N documents written as a CSV. Run:
 
-    PYTHONPATH=src python bench/prepare_bench.py --sizes 10000 30000 100000 --num-proc 2
+    PYTHONPATH=src python bench/prepare_bench.py --sizes 10000 30000 100000 --num-proc 2 --end-to-end 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import random
 import re
+import tempfile
 import time
+from pathlib import Path
 
 from domaintune.clean import clean_text, normalized_key
 from domaintune.config import load_config
@@ -29,7 +33,7 @@ from domaintune.prep.filters import apply_filters
 from domaintune.prep.formats import rows_from_table
 from domaintune.prep.readers import Table
 from domaintune.prep.report import BadRows, StepLog
-from domaintune.prepare import _cached_tokenizer, _count_tokens
+from domaintune.prepare import _cached_tokenizer, _count_tokens, read_data_card, run_prepare
 from domaintune.sources import named_dataset
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -99,8 +103,9 @@ def run(n: int, num_proc: int) -> dict:
     # first, so sometimes the copy stays and the original goes. Exact copies of the original were already
     # merged in stage A, hence the normalized-key comparison.
     kept_keys = {normalized_key(r["text"]) for r in kept}
+    tokenizer = _cached_tokenizer("smollm2-135m", None)  # loaded before the clock starts
     start = time.perf_counter()
-    _count_tokens(_cached_tokenizer("smollm2-135m", None), rows)
+    _count_tokens(tokenizer, rows)
     stage_c = time.perf_counter() - start
 
     kept_ids = {r["id"] for r in kept}
@@ -127,13 +132,34 @@ def run(n: int, num_proc: int) -> dict:
     }
 
 
+def end_to_end(n: int, num_proc: int, folder: Path) -> dict:
+    """`run_prepare` on the corpus written as a CSV: reading, every step, token histogram, writing."""
+    records, _ = make_corpus(n)
+    path = folder / f"bench_{n}.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "rating"])
+        writer.writerows([fields["review"], fields["rating"]] for _, fields in records)
+    cfg = load_config(None, [f"data.source={path}", f"data.output_dir={folder / 'out'}",
+                             f"data.dedup.num_proc={num_proc}"])
+    start = time.perf_counter()
+    card = read_data_card(run_prepare(cfg))
+    seconds = time.perf_counter() - start
+    return {"end_to_end_docs": n, "seconds": round(seconds, 1), "docs_per_s": round(n / seconds),
+            "rows": card["rows"], "steps": {s["step"]: s["rows_out"] for s in card["steps"]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--num-proc", type=int, default=2)
+    parser.add_argument("--end-to-end", type=int, default=0, help="also time run_prepare on a CSV of this size")
     args = parser.parse_args()
     for n in args.sizes:
         print(json.dumps(run(n, args.num_proc)), flush=True)
+    if args.end_to_end:
+        with tempfile.TemporaryDirectory() as folder:
+            print(json.dumps(end_to_end(args.end_to_end, args.num_proc, Path(folder))), flush=True)
 
 
 if __name__ == "__main__":

@@ -79,9 +79,13 @@ def render_markdown(card: dict) -> str:
             lines.append(f"- **{rule}**")
             lines += [f"  - `{e}`".replace("\n", " ") for e in examples]
     leak = card["leakage"]
+    verb = "removed" if leak["removed"] else "found (kept: data.remove_leaks is false)"
     lines += ["", "## Leakage between splits", "",
-              f"Removed from the earlier split: {leak['removed']}. Exact: {leak['exact']}. "
-              f"Near (Jaccard >= {card['dedup']['threshold']}): {leak['near']}."]
+              "Rows of train that repeat a val/test row, and rows of val that repeat a test row, "
+              f"{verb}:", "", "| split | exact | near |", "|---|---|---|"]
+    lines += [f"| {name} | {leak['exact'][name]} | {leak['near'][name]} |" for name in ("train", "val")]
+    lines += ["", f"Dedup: {card['dedup']['exact']} exact and {card['dedup']['near']} near duplicates removed "
+              f"(Jaccard >= {card['dedup']['threshold']}, shingles `{card['dedup']['shingle']}`)."]
     lines += ["", "## Splits", "", "| split | rows | augmented | labels |", "|---|---|---|---|"]
     for name, n in card["rows"].items():
         dist = (card["label_distribution"] or {}).get(name, {})
