@@ -148,3 +148,14 @@ def test_decode_keeps_utf8_with_a_stray_bad_byte():
     data = ("review\n" + "\n".join(f"{KOREAN} {i}" for i in range(200)) + "\n").encode() + b"bad \xff byte\n"
     text, encoding = decode_bytes(data, "auto", "x.csv")
     assert encoding == "utf-8" and KOREAN in text and "\ufffd" in text
+
+
+def test_mostly_ascii_cp949_file_is_still_cp949():
+    data = ("review\n" + "\n".join(f"plain {i}" for i in range(300)) + f"\n{KOREAN}\n").encode("cp949")
+    text, encoding = decode_bytes(data, "auto", "x.csv")
+    assert encoding == "cp949" and KOREAN in text
+
+
+def test_explicit_encoding_error_names_the_setting():
+    with pytest.raises(DomaintuneError, match=r"x\.csv: cannot be decoded as ascii .*set data\.encoding"):
+        decode_bytes(KOREAN.encode(), "ascii", "x.csv")

@@ -39,8 +39,9 @@ def _sha256(data: bytes) -> str:
 def decode_bytes(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
     """Decode a file's bytes; returns (text, encoding used).
 
-    A UTF-8 file with a few corrupt bytes stays UTF-8 (the damaged rows are caught as binary garbage
-    later); only when UTF-8 fails broadly are the Korean legacy codecs and then charset-normalizer tried.
+    Order: UTF-8 (BOM or not); cp949 then EUC-KR, which reject UTF-8 Korean within a few bytes, so a
+    strict success means a legacy Korean file; then UTF-8 with a few corrupt bytes (the damaged rows
+    are caught as binary garbage later); only then charset-normalizer's guess.
     """
     if encoding != "auto":
         try:
@@ -51,15 +52,15 @@ def decode_bytes(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         pass
-    lenient = data.decode("utf-8-sig", errors="replace")
-    bad_lines = sum("\ufffd" in line for line in lenient.splitlines())
-    if bad_lines <= max(1, len(lenient.splitlines()) // 100):
-        return lenient, "utf-8"
     for codec in ("cp949", "euc-kr"):
         try:
             return data.decode(codec), codec
         except UnicodeDecodeError:
             continue
+    lenient = data.decode("utf-8-sig", errors="replace")
+    lines = lenient.splitlines()
+    if sum("\ufffd" in line for line in lines) <= max(1, len(lines) // 100):
+        return lenient, "utf-8"
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
