@@ -82,20 +82,42 @@ def run_prepare(cfg: Config) -> Path:
     if not splits["train"]:
         raise DomaintuneError("no training rows left after removing rows that leak into val/test")
 
-    rng = random.Random(cfg.seed)
-    weights = {table.origin: weight for table, weight in pool_tables}
-    before = len(splits["train"])
-    train = apply_weights(splits["train"], weights, cfg.seed)
-    augmented = augment_rows(train, data.augment, data.format, cfg.seed)
-    splits["train"] = train + augmented
-    rng.shuffle(splits["train"])
-    if len(train) != before or augmented:
-        copies = sum("#" in r["id"] for r in train)
-        log.record("train_weights_and_augmentation", before, len(splits["train"]),
-                   {"weight_sampling": before - (len(train) - copies)},
-                   {"weight_repeats": copies, "augmented": len(augmented)})
-
+    augmented = _weight_and_augment(splits, {t.origin: w for t, w in pool_tables}, data, cfg.seed, log)
     labels = _label_set(splits, data) if data.format == "classification" else None
+    card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmented, labels)
+
+    with staged_dir(data.output_dir) as folder:
+        card["token_lengths"] = _token_lengths(cfg, tokenizer, splits, folder)
+        for name, rows in splits.items():
+            lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            atomic_write_text(folder / f"{name}.jsonl", lines)
+        atomic_write_json(folder / "data_card.json", card)
+        atomic_write_text(folder / "data_card.md", card_mod.render_markdown(card))
+        save_config(cfg, folder)
+    return Path(data.output_dir)
+
+
+def _weight_and_augment(
+    splits: dict[str, list[dict]], weights: dict[str, float], data: DataConfig, seed: int, log: StepLog
+) -> int:
+    """Source weights and augmentation, on train only (after the leakage check); returns rows added
+    by augmentation."""
+    before = splits["train"]
+    originals = {id(row) for row in before}
+    train = apply_weights(before, weights, seed)
+    augmented = augment_rows(train, data.augment, data.format, seed)
+    splits["train"] = train + augmented
+    random.Random(seed).shuffle(splits["train"])
+    if len(train) != len(before) or augmented:
+        copies = sum(id(row) not in originals for row in train)
+        log.record("train_weights_and_augmentation", len(before), len(splits["train"]),
+                   {"weight_sampling": len(before) - (len(train) - copies)},
+                   {"weight_repeats": copies, "augmented": len(augmented)})
+    return len(augmented)
+
+
+def _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmented, labels) -> dict:
+    data = cfg.data
     card = {
         "format": data.format,
         "sources": {t.origin: {"sha256": t.fingerprint, "encoding": t.encoding, "records": len(t.records),
@@ -113,7 +135,7 @@ def run_prepare(cfg: Config) -> Path:
         "leaked_rows_removed": {n: leaks["exact"][n] + leaks["near"][n] for n in ("val", "train")}
         if data.remove_leaks else {"val": 0, "train": 0},
         "rows": {name: len(rows) for name, rows in splits.items()},
-        "augmented_rows": len(augmented),
+        "augmented_rows": augmented,
         "labels": labels,
         "label_distribution": {name: dict(Counter(r["label"] for r in rows)) for name, rows in splits.items()}
         if labels else None,
@@ -121,16 +143,7 @@ def run_prepare(cfg: Config) -> Path:
     card["fingerprint"] = card_mod.fingerprint(
         [{k: v["sha256"] for k, v in card["sources"].items()}, card["config_fingerprint"]]
     )
-
-    with staged_dir(data.output_dir) as folder:
-        card["token_lengths"] = _token_lengths(cfg, tokenizer, splits, folder)
-        for name, rows in splits.items():
-            lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-            atomic_write_text(folder / f"{name}.jsonl", lines)
-        atomic_write_json(folder / "data_card.json", card)
-        atomic_write_text(folder / "data_card.md", card_mod.render_markdown(card))
-        save_config(cfg, folder)
-    return Path(data.output_dir)
+    return card
 
 
 def _removed(log: StepLog, step: str) -> int:
