@@ -59,6 +59,7 @@ def test_malformed_csv_rows_are_counted_with_lines(tmp_path):
     assert where["line 6"] == "missing label"
     assert where["line 7"] == "binary or undecodable bytes"
     assert bad.summary()["count"] == 5
+    assert bad.rows[0]["sample"] == "too,many,columns" and '"no label"' in bad.rows[3]["sample"]
 
 
 def test_unclosed_quote_reports_lost_lines(tmp_path):

@@ -53,6 +53,11 @@ def write_histogram(lengths: dict[str, list[int]], tokenizer_name: str, path: Pa
     plt.close(fig)
 
 
+def _cell(text: str) -> str:
+    """Text made safe for one markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def render_markdown(card: dict) -> str:
     lines = ["# Data card", "", f"Fingerprint: `{card['fingerprint']}` (inputs + config; config alone "
              f"`{card['config_fingerprint']}`)", "", f"Format: `{card['format']}`", "", "## Sources", "",
@@ -65,8 +70,9 @@ def render_markdown(card: dict) -> str:
     if bad["count"]:
         lines += ["", "| reason | rows |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in bad["by_reason"].items()]
-        lines += ["", "| source | where | reason |", "|---|---|---|"]
-        lines += [f"| {r['source']} | {r['where']} | {r['reason']} |" for r in bad["rows"][:50]]
+        lines += ["", "| source | where | reason | content |", "|---|---|---|---|"]
+        lines += [f"| {r['source']} | {r['where']} | {r['reason']} | {_cell(r.get('sample', ''))} |"
+                  for r in bad["rows"][:50]]
         if len(bad["rows"]) > 50:
             lines.append(f"\n(first 50 shown; data_card.json lists {len(bad['rows'])})")
     lines += ["", "## Steps", "", "| step | rows in | rows out | removed |", "|---|---|---|---|"]

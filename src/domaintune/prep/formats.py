@@ -82,10 +82,10 @@ def rows_from_table(table: Table, data: DataConfig, bad: BadRows) -> list[dict]:
     for where, fields in table.records:
         raw_values = [v for v in fields.values() if isinstance(v, str)]
         if "__not_object__" in fields:
-            bad.add(table.origin, where, "not a JSON object")
+            bad.add(table.origin, where, "not a JSON object", _sample(fields))
             continue
         if any(looks_binary(v) for v in raw_values):
-            bad.add(table.origin, where, "binary or undecodable bytes")
+            bad.add(table.origin, where, "binary or undecodable bytes", _sample(fields))
             continue
         row = {"id": f"{table.origin}:{where}", "text": "", "label": None}
         try:
@@ -110,25 +110,30 @@ def rows_from_table(table: Table, data: DataConfig, bad: BadRows) -> list[dict]:
             if "messages" in row:
                 row["text"] = "\n\n".join(t["content"] for t in row["messages"] if t["content"])
         except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
-            bad.add(table.origin, where, f"malformed {data.format} row ({exc})")
+            bad.add(table.origin, where, f"malformed {data.format} row ({exc})", _sample(fields))
             continue
         if not row["text"]:
-            bad.add(table.origin, where, "empty text")
+            bad.add(table.origin, where, "empty text", _sample(fields))
             continue
         if data.format == "classification":
             label = _label(fields.get(data.label_column), data)
             if label.startswith("!"):
-                bad.add(table.origin, where, label[1:])
+                bad.add(table.origin, where, label[1:], _sample(fields))
                 continue
             row["label"] = label
         if data.group_column:
             group = fields.get(data.group_column)
             if group is None or str(group).strip() == "":
-                bad.add(table.origin, where, f"missing group ({data.group_column})")
+                bad.add(table.origin, where, f"missing group ({data.group_column})", _sample(fields))
                 continue
             row["group"] = str(group).strip()
         rows.append(row)
     return rows
+
+
+def _sample(fields: dict) -> str:
+    """A malformed row's raw content for the data card (made only for rows that are listed)."""
+    return json.dumps(fields, ensure_ascii=False, default=str)
 
 
 def _label(raw, data: DataConfig) -> str:

@@ -131,7 +131,7 @@ def csv_records(text: str, delimiter: str, origin: str, bad: BadRows) -> list[tu
             continue  # a blank line is not a row
         if len(row) != len(header):
             span = f"lines {start}-{last_line}" if last_line > start else f"line {start}"
-            bad.add(origin, span, f"expected {len(header)} columns, found {len(row)}")
+            bad.add(origin, span, f"expected {len(header)} columns, found {len(row)}", delimiter.join(row))
             continue
         records.append((f"line {start}", dict(zip(header, row, strict=True))))
     return records
@@ -145,10 +145,10 @@ def jsonl_records(text: str, origin: str, bad: BadRows) -> list[tuple[str, dict]
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            bad.add(origin, f"line {number}", f"invalid JSON ({exc.msg} at column {exc.colno})")
+            bad.add(origin, f"line {number}", f"invalid JSON ({exc.msg} at column {exc.colno})", line)
             continue
         if not isinstance(value, dict):
-            bad.add(origin, f"line {number}", f"a JSON {type(value).__name__}, not an object")
+            bad.add(origin, f"line {number}", f"a JSON {type(value).__name__}, not an object", line)
             continue
         records.append((f"line {number}", value))
     return records

@@ -22,14 +22,18 @@ class BadRows:
         self.rows: list[dict] = []
         self.by_reason: Counter[str] = Counter()
 
-    def add(self, origin: str, where: str, reason: str) -> None:
+    def add(self, origin: str, where: str, reason: str, sample: str | None = None) -> None:
+        """Count one malformed row; `sample` (its raw content, cut short) is listed with it."""
         if self.strict:
             raise DomaintuneError(
                 f"{origin}: {where}: {reason} (data.strict is true; set it false to skip and count such rows)"
             )
         self.by_reason[reason.split(" (")[0]] += 1
         if len(self.rows) < LISTED_BAD_ROWS:
-            self.rows.append({"source": origin, "where": where, "reason": reason})
+            entry = {"source": origin, "where": where, "reason": reason}
+            if sample is not None:
+                entry["sample"] = sample if len(sample) <= EXAMPLE_CHARS else sample[:EXAMPLE_CHARS] + "..."
+            self.rows.append(entry)
 
     def summary(self) -> dict:
         return {"count": sum(self.by_reason.values()), "by_reason": dict(self.by_reason), "rows": self.rows}
