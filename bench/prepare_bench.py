@@ -22,6 +22,7 @@ import csv
 import json
 import random
 import re
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -145,13 +146,15 @@ def end_to_end(n: int, num_proc: int, folder: Path) -> dict:
     start = time.perf_counter()
     card = read_data_card(run_prepare(cfg))
     seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"end_to_end_docs": n, "seconds": round(seconds, 1), "docs_per_s": round(n / seconds),
+            "peak_rss_mib": round(peak),
             "rows": card["rows"], "steps": {s["step"]: s["rows_out"] for s in card["steps"]}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 30_000, 100_000])
     parser.add_argument("--num-proc", type=int, default=2)
     parser.add_argument("--end-to-end", type=int, default=0, help="also time run_prepare on a CSV of this size")
     args = parser.parse_args()
