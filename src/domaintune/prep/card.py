@@ -119,7 +119,8 @@ def summarize(card: dict) -> str:
     leak = card["leakage"]
     leaked = sum(leak["exact"].values()) + sum(leak["near"].values())
     lines = [
-        f"read {sum(s['records'] for s in card['sources'].values())} records from {len(card['sources'])} source(s); "
+        f"read {sum(s['rows_in'] for s in card['steps'] if s['step'] in ('read', 'read_test_file'))} records "
+        f"from {len(card['sources'])} source(s); "
         f"{card['bad_rows']['count']} malformed skipped",
         "removed: " + (", ".join(f"{rule} {n}" for rule, n in removed.items()) or "nothing"),
         f"leakage between splits: {leaked} rows ({'removed' if leak['removed'] else 'reported only'})",
