@@ -127,3 +127,15 @@ def test_demo_flow_on_the_tiny_model(tiny_overrides, tmp_path):
     table = "\n".join(lines)
     assert "test perplexity" in table and "accuracy" in table and "trainable params" in table
     assert [line.split()[0] for line in table.splitlines() if line.startswith(("base ", "lora "))] == ["base", "lora"]
+
+
+def test_instruction_data_trains_as_causal_lm(tiny_overrides, tmp_path):
+    """The train stage reads the `text` of instruction/chat rows; `messages` are extra keys it ignores."""
+    path = tmp_path / "inst.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"How is drug {i} taken?", "output": f"Twice a day, {i} mg."})
+                            + "\n" for i in range(24)))
+    cfg = load_config(None, tiny_overrides + [f"data.source={path}", "data.format=instruction", "train.task=causal-lm",
+                                              f"train.output_dir={tmp_path / 'inst'}"])
+    run_prepare(cfg)
+    card = json.loads((run_train(cfg) / "run_card.json").read_text())
+    assert card["task"] == "causal-lm" and card["steps"] == 3

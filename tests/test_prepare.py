@@ -20,12 +20,13 @@ def test_prepare_cleans_dedups_and_writes_card(tmp_path):
     out = run_prepare(_cfg(tmp_path, write_csv(tmp_path / "r.csv", rows), "data.test_fraction=0.2"))
 
     card = json.loads((out / "data_card.json").read_text())
-    steps = card["steps"]["r.csv"]
-    assert steps["read"] == 34
-    assert steps["dropped_exact_duplicate"] == 2
-    assert steps["dropped_empty_or_short"] == 1
-    assert steps["dropped_missing_label"] == 1
-    assert steps["kept"] == 30
+    steps = {s["step"]: s for s in card["steps"]}
+    assert steps["read"]["rows_in"] == 34 and steps["read"]["rows_out"] == 32
+    assert steps["read"]["removed"] == {"empty text": 1, "missing label": 1}
+    assert steps["exact_dedup"]["removed"] == {"exact_duplicate": 2}
+    assert steps["near_dedup"]["rows_out"] == 30
+    assert [(r["where"], r["reason"]) for r in card["bad_rows"]["rows"]] == [
+        ("line 33", "empty text"), ("line 34", "missing label")]
     assert sum(card["rows"].values()) == 30
     assert card["labels"] == ["negative", "neutral", "positive"]
     assert (out / "data_card.md").is_file() and (out / "config.yaml").is_file()
@@ -52,17 +53,20 @@ def test_leaked_rows_are_removed_from_train():
         "val": [{"text": "other"}],
         "test": [{"text": "same  TEXT"}],
     }
-    assert remove_leaks(splits) == {"val": 0, "train": 1}
+    assert remove_leaks(splits) == {"exact": {"val": 0, "train": 1}, "near": {"val": 0, "train": 0}}
     assert splits["train"] == [{"text": "unique"}]
 
 
 def test_test_file_is_kept_and_train_is_split(tmp_path):
     train = write_csv(tmp_path / "train.tsv", make_reviews(40), delimiter="\t")
     test = tmp_path / "test.jsonl"
-    test.write_text("".join(json.dumps(r) + "\n" for r in make_reviews(9, seed=5)))
+    test.write_text("".join(json.dumps(r) + "\n" for r in make_reviews(9, seed=5)) + "{broken\n")
     out = run_prepare(_cfg(tmp_path, train, f"data.test_source={test}", "data.val_fraction=0.25"))
     assert len(read_split(out, "test")) == 9
     assert len(read_split(out, "val")) == 10
+    steps = {s["step"]: s for s in json.loads((out / "data_card.json").read_text())["steps"]}
+    assert steps["read"]["removed"] == {}, "the test file's bad line is not charged to the pool"
+    assert steps["read_test_file"]["rows_in"] == 10 and steps["read_test_file"]["removed"] == {"invalid JSON": 1}
 
 
 def test_missing_column_names_file_and_column(tmp_path):
@@ -79,7 +83,7 @@ def test_missing_file(tmp_path):
 
 def test_empty_after_cleaning(tmp_path):
     path = write_csv(tmp_path / "r.csv", [{"review": "&nbsp; ", "rating": "positive"}] * 3)
-    with pytest.raises(DomaintuneError, match=r"r\.csv: no rows left after cleaning \(read=3"):
+    with pytest.raises(DomaintuneError, match=r"r\.csv: no usable rows \(\{'empty text': 3\}\)"):
         run_prepare(_cfg(tmp_path, path))
 
 
@@ -109,7 +113,7 @@ def test_text_format_needs_no_label(tmp_path):
 def test_named_drugreviews_dataset(tmp_path):
     out = run_prepare(_cfg(tmp_path, "drugreviews"))
     card = json.loads((out / "data_card.json").read_text())
-    assert card["steps"]["drugreviews/drugsComTrain.tsv"]["read"] == 600
+    assert card["sources"]["drugreviews/drugsComTrain.tsv"]["records"] == 600
     assert card["rows"]["test"] == 379, "the shipped test file is kept as it is"
     assert card["leaked_rows_removed"]["train"] >= 1, "one train review also appears in the test file"
     texts = [r["text"] for r in read_split(out, "train")]

@@ -76,7 +76,11 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
     if ns.verb == "config":
         print("\n".join(api.config_reference()) if ns.reference else api.config_to_yaml(cfg), end="\n")
     elif ns.verb == "prepare":
-        print(f"prepared data written to {api.run_prepare(cfg)}")
+        from .prep.card import summarize
+        from .prepare import read_data_card
+
+        folder = api.run_prepare(cfg)
+        print(f"{summarize(read_data_card(folder))}\nprepared data written to {folder} (see data_card.md)")
     elif ns.verb == "train":
         print(f"run folder written to {api.run_train(cfg, resume=ns.resume)}")
     elif ns.verb == "evaluate":

@@ -33,30 +33,122 @@ class ModelConfig(_Section):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
 
 
+class SourceEntry(_Section):
+    path: str = Field(description="A data file or folder (any format `data.source` accepts).")
+    weight: float = Field(
+        1.0, gt=0, description="Multiplier for this source's training rows: 0.5 keeps a seeded half, 2 "
+        "repeats each row twice (val/test are never reweighted).",
+    )
+
+
+class CleanConfig(_Section):
+    strip_html: bool = Field(True, description="Remove HTML tags (only tag-shaped `<tag ...>` text).")
+    mask_email: bool = Field(False, description="Replace e-mail addresses with `[EMAIL]`.")
+    mask_url: bool = Field(False, description="Replace URLs with `[URL]`.")
+    mask_phone: bool = Field(
+        False, description="Replace phone numbers (Korean and international formats) with `[PHONE]`."
+    )
+
+
+class FilterConfig(_Section):
+    max_chars: int | None = Field(None, ge=1, description="Drop rows whose cleaned text is longer.")
+    min_tokens: int | None = Field(
+        None, ge=1, description="Drop rows with fewer tokens (tokenizer of `model.name`)."
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, description="Drop rows with more tokens (tokenizer of `model.name`)."
+    )
+    max_repeated_ngram_ratio: float | None = Field(
+        None, gt=0, le=1, description="Drop rows where repeated word n-grams cover more than this share."
+    )
+    ngram_size: int = Field(3, ge=1, description="n for the repeated n-gram filter.")
+    max_symbol_ratio: float | None = Field(
+        None, gt=0, le=1, description="Drop rows whose share of symbol/punctuation characters is higher."
+    )
+    script: Literal["latin", "hangul", "cjk", "cyrillic", "arabic"] | None = Field(
+        None, description="Expected script; rows where it is a minority of letters are dropped."
+    )
+    min_script_share: float = Field(
+        0.5, ge=0, le=1, description="Least share of letters in `script` for a row to be kept."
+    )
+
+
+class DedupConfig(_Section):
+    exact: bool = Field(True, description="Drop exact duplicates (case and whitespace ignored).")
+    near: bool = Field(True, description="Drop near duplicates (MinHash LSH, datasketch).")
+    threshold: float = Field(0.8, gt=0, lt=1, description="Jaccard similarity above which rows are near duplicates.")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations (more: finer, slower).")
+    shingle: Literal["auto", "word", "char"] = Field(
+        "auto", description="Shingles: `word` n-grams for spaced languages, `char` n-grams (Korean, CJK); "
+        "`auto` picks char when most letters are Hangul/CJK.",
+    )
+    word_ngram: int = Field(3, ge=1, description="Words per shingle.")
+    char_ngram: int = Field(4, ge=1, description="Characters per shingle.")
+    num_proc: int = Field(1, ge=1, description="Processes for MinHash signatures (HF datasets `map`).")
+
+
+class AugmentConfig(_Section):
+    method: Literal["none", "eda"] = Field(
+        "none", description="`eda`: random word deletion and swap (no network); train split only."
+    )
+    copies: int = Field(1, ge=1, description="Augmented copies per training row.")
+    probability: float = Field(0.1, gt=0, lt=1, description="Per-word chance of deletion / share of swaps.")
+
+
 class DataConfig(_Section):
     source: str = Field(
         "drugreviews",
-        description="Training data: the named dataset `drugreviews` (embedded Drugs.com reviews) or a "
-        "CSV/TSV/JSONL file path.",
+        description="Training data: the named dataset `drugreviews`, or a CSV/TSV/JSONL/JSON/Parquet/.txt/.md "
+        "file, a folder of .txt/.md files, or a folder written by HF `save_to_disk`.",
+    )
+    sources: list[SourceEntry] = Field(
+        default_factory=list, description="More sources mixed in with `source`, each `{path, weight}`."
     )
     test_source: str | None = Field(
         None,
         description="Optional test file kept as it is (only cleaned); if unset the test split is cut "
         "from `source` (the named dataset brings its own test file).",
     )
-    format: Literal["classification", "text"] = Field(
-        "classification", description="`classification`: text plus label; `text`: raw domain text only."
+    format: Literal["classification", "text", "instruction", "chat"] = Field(
+        "classification",
+        description="`classification`: text plus label; `text`: raw domain text; `instruction`: "
+        "instruction/input/output columns; `chat`: a list of {role, content} messages.",
     )
     text_column: str = Field("review", description="Column holding the document text.")
     label_column: str | None = Field("rating", description="Column holding the label (classification).")
     labels: list[str] | None = Field(
         None, description="Label options in a fixed order; taken from the training data when unset."
     )
+    label_map: dict[str, str] | None = Field(
+        None, description="Raw label -> label (e.g. `{'1': negative}`); raw labels not in it are bad rows."
+    )
+    instruction_column: str = Field("instruction", description="Instruction column (format instruction).")
+    input_column: str = Field("input", description="Optional input column (format instruction).")
+    output_column: str = Field("output", description="Answer column (format instruction).")
+    messages_column: str = Field("messages", description="Messages column (format chat).")
+    group_column: str | None = Field(
+        None, description="Rows sharing this column's value land in one split (e.g. `drugName`)."
+    )
+    text_unit: Literal["file", "paragraph", "line"] = Field(
+        "file", description=".txt/.md input: one document per file, per blank-line paragraph, or per line."
+    )
+    encoding: str = Field(
+        "auto", description="Text encoding of input files; `auto`: UTF-8 (BOM allowed), else cp949/EUC-KR, "
+        "else charset-normalizer's guess.",
+    )
+    strict: bool = Field(False, description="Stop at the first malformed row (naming file and line).")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows for validation.")
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Share of rows for test when no test file is given."
     )
     min_chars: int = Field(1, ge=1, description="Rows whose cleaned text is shorter are dropped.")
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Text cleaning.")
+    filters: FilterConfig = Field(default_factory=FilterConfig, description="Noise filters.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication.")
+    remove_leaks: bool = Field(
+        True, description="Remove train rows that (near-)duplicate a val/test row; if false only report them."
+    )
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-data augmentation.")
     output_dir: str = Field("prepared/drugreviews", description="Where `prepare` writes the splits.")
 
 

@@ -1,167 +1,207 @@
-"""Stage 1, prepare: raw tables -> cleaned, deduplicated, leak-free train/val/test splits + data card.
+"""Stage 1, prepare: sources -> cleaned, filtered, deduplicated, leak-free train/val/test + data card.
 
 Output folder layout (the contract with the train stage):
-    train.jsonl, val.jsonl, test.jsonl   one row per line: {"id", "text", "label"}
-    data_card.json, data_card.md          counts per step, label distribution, fingerprints
+    train.jsonl, val.jsonl, test.jsonl   one row per line: {"id", "text", "label", ...}; instruction
+                                          and chat rows add "messages" [{role, content}], augmented
+                                          training rows add "augmented": true (see prep/formats.py)
+    data_card.json, data_card.md          rows in/out per step and rule, malformed rows with their
+                                          place, leakage, label distribution, token lengths, fingerprints
+    token_lengths.png                     token-length histogram per split (chosen model's tokenizer)
     config.yaml                           the resolved config that produced it
+
+The steps live in `domaintune.prep`, one module each; this module only runs them in order.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import random
 from collections import Counter
 from pathlib import Path
 
-from .clean import clean_text, normalized_key
 from .config import Config, DataConfig, save_config
 from .errors import DomaintuneError
 from .io import atomic_write_json, atomic_write_text, staged_dir
-from .sources import RawTable, is_named, named_dataset, read_table
+from .prep import card as card_mod
+from .prep.augment import augment_rows
+from .prep.dedup import drop_exact, drop_near, signatures
+from .prep.filters import apply_filters, needs_tokens
+from .prep.formats import rows_from_table
+from .prep.readers import Table, read_source
+from .prep.report import BadRows, StepLog
+from .prep.splits import SPLITS, apply_weights, remove_leaks, split_rows
+from .sources import is_named, named_dataset
 
-SPLITS = ("train", "val", "test")
+__all__ = ["SPLITS", "read_data_card", "read_split", "remove_leaks", "run_prepare", "split_rows"]
 
 
 def run_prepare(cfg: Config) -> Path:
     """Prepare `cfg.data` into `cfg.data.output_dir`; returns that folder."""
     data = cfg.data
-    pool_table, test_table = _open_sources(data)
-    steps: dict[str, dict[str, int]] = {}
-    pool = _rows_from(pool_table, data, steps)
-    test = _rows_from(test_table, data, steps) if test_table is not None else None
+    bad, log = BadRows(data.strict), StepLog()
+    pool_tables, test_table, pool_reader_bad = _open_sources(data, bad)
+    test_reader_bad = Counter(bad.by_reason) - pool_reader_bad  # malformed lines of data.test_source
+    pool = []
+    for table, _ in pool_tables:
+        for row in rows_from_table(table, data, bad):
+            row["source"] = table.origin
+            pool.append(row)
+    records = sum(len(t.records) for t, _ in pool_tables) + sum(pool_reader_bad.values())
+    log.record("read", records, len(pool), dict(Counter(bad.by_reason) - test_reader_bad))
+    if not pool:
+        raise DomaintuneError(f"{', '.join(t.origin for t, _ in pool_tables)}: no usable rows "
+                              f"({bad.summary()['by_reason'] or 'the sources are empty'})")
 
-    if test is None:
-        splits = split_rows(pool, data.val_fraction, data.test_fraction, cfg.seed, data.format)
+    tokenizer = _tokenizer(cfg) if needs_tokens(data) else None
+    pool = apply_filters(pool, data, _count_tokens(tokenizer, pool) if tokenizer else None, log)
+    if data.dedup.exact:
+        pool = drop_exact(pool, log)
+    sig_of: dict[str, object] | None = None
+    if data.dedup.near:
+        sigs = signatures([r["text"] for r in pool], data.dedup)
+        pool, sigs = drop_near(pool, sigs, data.dedup, log)
+        sig_of = dict(zip((r["id"] for r in pool), sigs, strict=True))
+    if not pool:
+        raise DomaintuneError(f"no rows left after filtering and deduplication ({log.steps})")
+
+    by_group = data.group_column is not None
+    if test_table is None:
+        splits = split_rows(pool, data.val_fraction, data.test_fraction, cfg.seed, data.format, by_group)
     else:
-        rest = split_rows(pool, data.val_fraction, 0.0, cfg.seed, data.format)
+        before = Counter(bad.by_reason)
+        test = rows_from_table(test_table, data, bad)
+        log.record("read_test_file", len(test_table.records) + sum(test_reader_bad.values()), len(test),
+                   dict(Counter(bad.by_reason) - before + test_reader_bad))
+        rest = split_rows(pool, data.val_fraction, 0.0, cfg.seed, data.format, by_group)
         splits = {"train": rest["train"], "val": rest["val"], "test": test}
-    leaks = remove_leaks(splits)
+        if sig_of is not None:
+            sig_of.update(zip((r["id"] for r in test), signatures([r["text"] for r in test], data.dedup), strict=True))
+    split_sigs = {n: [sig_of[r["id"]] for r in rows] for n, rows in splits.items()} if sig_of is not None else None
+    leaks = remove_leaks(splits, split_sigs, data.dedup, drop=data.remove_leaks)
     if not splits["train"]:
-        raise DomaintuneError(f"{pool_table.origin}: no training rows left after removing leaked rows")
+        raise DomaintuneError("no training rows left after removing rows that leak into val/test")
 
+    augmented = _weight_and_augment(splits, {t.origin: w for t, w in pool_tables}, data, cfg.seed, log)
     labels = _label_set(splits, data) if data.format == "classification" else None
-    card = {
-        "sources": {t.origin: t.fingerprint for t in (pool_table, test_table) if t is not None},
-        "config_fingerprint": _config_fingerprint(data, cfg.seed),
-        "steps": steps,
-        "leaked_rows_removed": leaks,
-        "rows": {name: len(rows) for name, rows in splits.items()},
-        "labels": labels,
-        "label_distribution": {
-            name: dict(Counter(r["label"] for r in rows)) for name, rows in splits.items()
-        } if labels else None,
-    }
-    card["fingerprint"] = hashlib.sha256(
-        json.dumps([card["sources"], card["config_fingerprint"]], sort_keys=True).encode()
-    ).hexdigest()[:16]
+    card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmented, labels)
 
     with staged_dir(data.output_dir) as folder:
+        card["token_lengths"] = _token_lengths(cfg, tokenizer, splits, folder)
         for name, rows in splits.items():
             lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
             atomic_write_text(folder / f"{name}.jsonl", lines)
         atomic_write_json(folder / "data_card.json", card)
-        atomic_write_text(folder / "data_card.md", render_data_card(card))
+        atomic_write_text(folder / "data_card.md", card_mod.render_markdown(card))
         save_config(cfg, folder)
     return Path(data.output_dir)
 
 
-def _open_sources(data: DataConfig) -> tuple[RawTable, RawTable | None]:
+def _weight_and_augment(
+    splits: dict[str, list[dict]], weights: dict[str, float], data: DataConfig, seed: int, log: StepLog
+) -> int:
+    """Source weights and augmentation, on train only (after the leakage check); returns rows added
+    by augmentation."""
+    before = splits["train"]
+    originals = {id(row) for row in before}
+    train = apply_weights(before, weights, seed)
+    augmented = augment_rows(train, data.augment, data.format, seed)
+    splits["train"] = train + augmented
+    random.Random(seed).shuffle(splits["train"])
+    if len(train) != len(before) or augmented:
+        copies = sum(id(row) not in originals for row in train)
+        log.record("train_weights_and_augmentation", len(before), len(splits["train"]),
+                   {"weight_sampling": len(before) - (len(train) - copies)},
+                   {"weight_repeats": copies, "augmented": len(augmented)})
+    return len(augmented)
+
+
+def _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmented, labels) -> dict:
+    data = cfg.data
+    card = {
+        "format": data.format,
+        "sources": {t.origin: {"sha256": t.fingerprint, "encoding": t.encoding, "records": len(t.records),
+                               "weight": w, "role": "test" if t is test_table else "pool"}
+                    for t, w in [*pool_tables, *([(test_table, 1.0)] if test_table else [])]},
+        "config_fingerprint": card_mod.fingerprint(
+            {"data": data.model_dump(mode="json", exclude={"output_dir"}), "seed": cfg.seed}
+        ),
+        "bad_rows": bad.summary(),
+        "steps": log.steps,
+        "removed_examples": log.examples,
+        "dedup": {"exact": _removed(log, "exact_dedup"), "near": _removed(log, "near_dedup"),
+                  "threshold": data.dedup.threshold, "shingle": data.dedup.shingle},
+        "leakage": {**leaks, "removed": data.remove_leaks},
+        "leaked_rows_removed": {n: leaks["exact"][n] + leaks["near"][n] for n in ("val", "train")}
+        if data.remove_leaks else {"val": 0, "train": 0},
+        "rows": {name: len(rows) for name, rows in splits.items()},
+        "augmented_rows": augmented,
+        "labels": labels,
+        "label_distribution": {name: dict(Counter(r["label"] for r in rows)) for name, rows in splits.items()}
+        if labels else None,
+    }
+    card["fingerprint"] = card_mod.fingerprint(
+        [{k: v["sha256"] for k, v in card["sources"].items()}, card["config_fingerprint"]]
+    )
+    return card
+
+
+def _removed(log: StepLog, step: str) -> int:
+    return sum(sum(s["removed"].values()) for s in log.steps if s["step"] == step)
+
+
+def _open_sources(data: DataConfig, bad: BadRows) -> tuple[list[tuple[Table, float]], Table | None, Counter]:
+    """The pool tables with their weights, the test table (named dataset, HF test split, or file), and
+    the malformed-line counts of the pool files (the test file is read last, so they can be told apart)."""
+    test = None
     if is_named(data.source):
         tables = named_dataset(data.source)
-        pool, test = tables["train"], tables["test"]
+        pool, test = [(tables["train"], 1.0)], tables["test"]
     else:
-        pool, test = read_table(data.source), None
+        tables = read_source(data.source, data.encoding, data.text_unit, bad)
+        pool, test = [(tables["train"], 1.0)], tables.get("test")
+    for entry in data.sources:
+        extra = named_dataset(entry.path)["train"] if is_named(entry.path) else \
+            read_source(entry.path, data.encoding, data.text_unit, bad)["train"]
+        if extra.origin in {t.origin for t, _ in pool}:
+            extra.origin = entry.path  # two files of the same name: the path keeps row ids unique
+        pool.append((extra, entry.weight))
+    pool_bad = Counter(bad.by_reason)
     if data.test_source:
-        test = read_table(data.test_source)
-    return pool, test
+        test = read_source(data.test_source, data.encoding, data.text_unit, bad)["train"]
+    return pool, test, pool_bad
 
 
-def _rows_from(table: RawTable, data: DataConfig, steps: dict[str, dict[str, int]]) -> list[dict]:
-    """Check columns, clean text, drop empty/short/unlabelled rows and exact duplicates."""
-    frame = table.frame
-    needed = [data.text_column] + ([data.label_column] if data.format == "classification" else [])
-    for column in needed:
-        if column is None:
-            raise DomaintuneError("data.label_column must be set when data.format is classification")
-        if column not in frame.columns:
-            setting = "data.text_column" if column == data.text_column else "data.label_column"
-            raise DomaintuneError(
-                f"{table.origin}: no column '{column}' (columns: {', '.join(map(str, frame.columns))}); "
-                f"set {setting}"
-            )
-    counts = Counter(read=len(frame))
-    rows, seen = [], set()
-    for index, record in enumerate(frame.to_dict("records")):
-        text = clean_text(str(record[data.text_column] or ""))
-        if len(text) < data.min_chars:
-            counts["dropped_empty_or_short"] += 1
-            continue
-        label = None
-        if data.format == "classification":
-            label = clean_text(str(record[data.label_column] or ""))
-            if not label:
-                counts["dropped_missing_label"] += 1
-                continue
-        key = normalized_key(text)
-        if key in seen:
-            counts["dropped_exact_duplicate"] += 1
-            continue
-        seen.add(key)
-        rows.append({"id": f"{table.origin}:{index}", "text": text, "label": label})
-    counts["kept"] = len(rows)
-    steps[table.origin] = dict(counts)
-    if not rows:
-        raise DomaintuneError(
-            f"{table.origin}: no rows left after cleaning ({', '.join(f'{k}={v}' for k, v in counts.items())})"
-        )
-    return rows
+def _tokenizer(cfg: Config):
+    return _cached_tokenizer(cfg.model.name, cfg.model.revision)
 
 
-def split_rows(
-    rows: list[dict], val_fraction: float, test_fraction: float, seed: int, data_format: str
-) -> dict[str, list[dict]]:
-    """Seeded split; stratified by label for classification so rare labels reach every split."""
-    if val_fraction + test_fraction >= 1.0:
-        raise DomaintuneError(
-            f"data.val_fraction + data.test_fraction must be below 1 (got {val_fraction + test_fraction})"
-        )
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["label"] if data_format == "classification" else "", []).append(row)
-    rng = random.Random(seed)
-    splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    for key in sorted(groups):
-        members = list(groups[key])
-        rng.shuffle(members)
-        n_test = round(len(members) * test_fraction)
-        n_val = round(len(members) * val_fraction)
-        splits["test"] += members[:n_test]
-        splits["val"] += members[n_test:n_test + n_val]
-        splits["train"] += members[n_test + n_val:]
-    wanted = {"train": 1.0, "val": val_fraction, "test": test_fraction}
-    for name, fraction in wanted.items():
-        if fraction > 0 and not splits[name]:
-            raise DomaintuneError(
-                f"{len(rows)} rows are too few for the requested split (train/val/test = "
-                f"{1 - val_fraction - test_fraction:.2f}/{val_fraction:.2f}/{test_fraction:.2f}): "
-                f"'{name}' would be empty; add data or raise data.{name}_fraction"
-            )
-    for members in splits.values():
-        rng.shuffle(members)
-    return splits
+@functools.lru_cache(maxsize=2)
+def _cached_tokenizer(name: str, revision: str | None):
+    """Loaded once per process: tests and notebooks call prepare many times with one model."""
+    from .models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model(name), revision)
 
 
-def remove_leaks(splits: dict[str, list[dict]]) -> dict[str, int]:
-    """Drop from train (and val) any row whose normalized text also appears in a later split."""
-    removed = {}
-    held_out: set[str] = set()
-    for name in ("test", "val", "train"):
-        before = len(splits[name])
-        splits[name] = [r for r in splits[name] if normalized_key(r["text"]) not in held_out]
-        removed[name] = before - len(splits[name])
-        held_out.update(normalized_key(r["text"]) for r in splits[name])
-    return {name: count for name, count in removed.items() if name != "test"}
+def _count_tokens(tokenizer, rows: list[dict]) -> list[int]:
+    counts: list[int] = []
+    for start in range(0, len(rows), 1000):
+        batch = [r["text"] for r in rows[start:start + 1000]]
+        counts += [len(ids) for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]]
+    return counts
+
+
+def _token_lengths(cfg: Config, tokenizer, splits: dict[str, list[dict]], folder: Path) -> dict:
+    """Per-split token statistics and the histogram PNG; a model that cannot be loaded is recorded,
+    not fatal, since no token filter asked for it."""
+    try:
+        tokenizer = tokenizer or _tokenizer(cfg)
+    except (DomaintuneError, OSError, ValueError) as exc:
+        return {"error": f"tokenizer of '{cfg.model.name}' could not be loaded ({str(exc).splitlines()[0]})"}
+    lengths = {name: _count_tokens(tokenizer, rows) for name, rows in splits.items()}
+    card_mod.write_histogram(lengths, cfg.model.name, folder / card_mod.HISTOGRAM)
+    return {"tokenizer": cfg.model.name, "splits": card_mod.token_stats(lengths), "histogram": card_mod.HISTOGRAM}
 
 
 def _label_set(splits: dict[str, list[dict]], data: DataConfig) -> list[str]:
@@ -174,25 +214,6 @@ def _label_set(splits: dict[str, list[dict]], data: DataConfig) -> list[str]:
                 "set data.labels or fix the data"
             )
     return labels
-
-
-def _config_fingerprint(data: DataConfig, seed: int) -> str:
-    payload = json.dumps({"data": data.model_dump(mode="json"), "seed": seed}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def render_data_card(card: dict) -> str:
-    lines = ["# Data card", "", f"Fingerprint: `{card['fingerprint']}`", "", "## Sources", ""]
-    lines += [f"- `{origin}` sha256 `{digest[:16]}`" for origin, digest in card["sources"].items()]
-    lines += ["", "## Cleaning", "", "| source | step | rows |", "|---|---|---|"]
-    for origin, counts in card["steps"].items():
-        lines += [f"| {origin} | {step} | {n} |" for step, n in counts.items()]
-    lines += ["", f"Leaked rows removed (exact match with a held-out split): {card['leaked_rows_removed']}"]
-    lines += ["", "## Splits", "", "| split | rows | labels |", "|---|---|---|"]
-    for name, n in card["rows"].items():
-        dist = card["label_distribution"][name] if card["label_distribution"] else {}
-        lines.append(f"| {name} | {n} | {', '.join(f'{k}: {v}' for k, v in sorted(dist.items()))} |")
-    return "\n".join(lines) + "\n"
 
 
 def read_split(prepared_dir: str | Path, split: str) -> list[dict]:
