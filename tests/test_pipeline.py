@@ -139,3 +139,24 @@ def test_instruction_data_trains_as_causal_lm(tiny_overrides, tmp_path):
     run_prepare(cfg)
     card = json.loads((run_train(cfg) / "run_card.json").read_text())
     assert card["task"] == "causal-lm" and card["steps"] == 3
+
+
+def test_instruction_data_trains_as_sft_on_the_answers(tiny_overrides, tmp_path):
+    from transformers import AutoTokenizer
+
+    from domaintune.prepare import read_split
+    from domaintune.render import IGNORE_INDEX
+    from domaintune.train import encode_rows
+
+    path = tmp_path / "inst.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"How is drug {i} taken?", "output": f"Twice a day, {i} mg."})
+                            + "\n" for i in range(24)))
+    cfg = load_config(None, tiny_overrides + [f"data.source={path}", "data.format=instruction", "train.task=sft",
+                                              f"train.output_dir={tmp_path / 'inst'}"])
+    run_prepare(cfg)
+    tok = AutoTokenizer.from_pretrained(cfg.model.name)
+    row = encode_rows(read_split(cfg.data.output_dir, "train")[:1], tok, cfg)[0]
+    learned = tok.decode([t for t in row["labels"] if t != IGNORE_INDEX])
+    assert "Twice a day" in learned and "How is drug" not in learned
+    card = json.loads((run_train(cfg) / "run_card.json").read_text())
+    assert card["task"] == "sft" and card["steps"] == 3

@@ -61,3 +61,29 @@ def test_encode_text_is_raw_and_cut(tokenizer):
     enc = encode_text(tokenizer, "this drug worked great " * 20, 16)
     assert len(enc.input_ids) == 16 and enc.labels == enc.input_ids
     assert tokenizer.eos_token_id not in enc.input_ids
+
+
+def test_multi_turn_loss_only_on_assistant_turns(tokenizer):
+    from domaintune.render import encode_messages
+
+    messages = [
+        {"role": "user", "content": "is it good"},
+        {"role": "assistant", "content": "yes"},
+        {"role": "user", "content": "side effects"},
+        {"role": "assistant", "content": "none so far"},
+    ]
+    enc = encode_messages(tokenizer, messages, 512, "answer")
+    full = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert enc.input_ids == full[: len(enc.input_ids)]
+    learned = tokenizer.decode([t for t in enc.labels if t != IGNORE_INDEX])
+    assert "yes" in learned and "none so far" in learned
+    assert "is it good" not in learned and "side effects" not in learned
+    assert learned.count("<|im_end|>") == 2, "each assistant turn ends with its end-of-turn token"
+    assert encode_messages(tokenizer, messages, 512, "all").labels == enc.input_ids
+
+
+def test_chat_row_without_assistant_is_an_error(tokenizer):
+    from domaintune.render import encode_messages
+
+    with pytest.raises(DomaintuneError, match="no assistant turn"):
+        encode_messages(tokenizer, [{"role": "user", "content": "hi"}], 64)

@@ -96,6 +96,35 @@ def encode_sft(
     return Encoded(prompt_part + answer_part, masked + list(answer_part))
 
 
+def encode_messages(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict], max_length: int, loss_on: str = "answer"
+) -> Encoded:
+    """A whole conversation; with `loss_on == "answer"` only the assistant turns carry loss.
+
+    Each assistant turn's tokens are located by rendering the conversation up to it with and without
+    that turn, so any chat template that renders prefixes stably works. A conversation longer than
+    `max_length` is cut at the end; the data card's token filters can drop such rows instead.
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        head = _template_ids(tokenizer, messages[:i], generation=True)
+        turn = _template_ids(tokenizer, messages[: i + 1], generation=False)
+        if head[: len(ids)] != ids or turn[: len(head)] != head:
+            raise DomaintuneError(
+                f"chat template of '{tokenizer.name_or_path}' does not render conversations as stable "
+                "prefixes; per-turn answer loss cannot be located"
+            )
+        context = head[len(ids):]
+        ids += context + turn[len(head):]
+        labels += ([IGNORE_INDEX] * len(context) if loss_on == "answer" else context) + turn[len(head):]
+    if not ids:
+        raise DomaintuneError("a chat row has no assistant turn to learn from")
+    return Encoded(ids[:max_length], labels[:max_length])
+
+
 def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) -> Encoded:
     """Raw document tokens for causal-LM training and perplexity, cut to `max_length`.
 

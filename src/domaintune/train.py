@@ -48,7 +48,7 @@ from .models import load_causal_lm, load_tokenizer, resolve_model
 from .monitor import NonFiniteLossGuard, plot_loss_curve
 from .prepare import read_data_card, read_split
 from .progress import ProgressCallback
-from .render import encode_sft, encode_text
+from .render import encode_messages, encode_sft, encode_text
 from .runtime import configure_threads, git_commit, hardware, library_versions, peak_rss_bytes, resolve_precision
 
 
@@ -63,8 +63,10 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
     card = read_data_card(cfg.data.output_dir)
-    if t.task == "sft" and card.get("labels") is None:
-        raise DomaintuneError("train.task=sft needs labelled data (data.format=classification); use causal-lm")
+    if t.task == "sft" and card.get("labels") is None and card.get("format") not in ("instruction", "chat"):
+        raise DomaintuneError(
+            "train.task=sft needs labelled, instruction or chat data (data.format); for raw text use causal-lm"
+        )
     work = work_dir(t.output_dir)
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
     processes = PartialState(cpu=not torch.cuda.is_available())
@@ -185,12 +187,20 @@ def encode_rows(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: Confi
     cache: dict[str, list[int]] = {}
     encoded = []
     for row in rows:
-        if t.task == "sft":
+        if t.task == "sft" and row.get("messages"):
+            item = encode_messages(tokenizer, _with_system(row["messages"], cfg), t.max_length, t.loss_on)
+        elif t.task == "sft":
             item = encode_sft(tokenizer, cfg.prompt, row["text"], row["label"], t.max_length, t.loss_on, cache)
         else:
             item = encode_text(tokenizer, row["text"], t.max_length)
         encoded.append({"input_ids": item.input_ids, "labels": item.labels, "length": len(item.input_ids)})
     return Dataset.from_list(encoded)
+
+
+def _with_system(messages: list[dict], cfg: Config) -> list[dict]:
+    if cfg.prompt.system and not any(m.get("role") == "system" for m in messages):
+        return [{"role": "system", "content": cfg.prompt.system}, *messages]
+    return messages
 
 
 def training_arguments(
