@@ -182,10 +182,11 @@ class TrainConfig(_Section):
         "`full`: update every weight.",
     )
     freeze_top_layers: int = Field(2, ge=1, description="method=freeze: how many top transformer blocks train.")
-    task: Literal["sft", "causal-lm"] = Field(
+    task: Literal["sft", "causal-lm", "classification"] = Field(
         "sft",
-        description="`sft`: chat-template prompt (instruction + document) and answer (label); "
-        "`causal-lm`: raw document text.",
+        description="`sft`: chat-template prompt (instruction + document) and answer (label), or the "
+        "assistant turns of instruction/chat data; `causal-lm`: raw document text; `classification`: a "
+        "sequence-classification head (encoders such as BERT/KcBERT, or decoders).",
     )
     loss_on: Literal["answer", "all"] = Field(
         "answer", description="sft only: loss on the answer tokens (`answer`) or the whole sequence."

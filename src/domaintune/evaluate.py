@@ -21,6 +21,7 @@ from .prepare import read_data_card, read_split
 from .render import answer_ids, encode_text, prompt_ids
 from .runs import BASE, load_run_model, run_config
 from .runtime import configure_threads
+from .seqcls import predict_labels
 
 
 def run_evaluate(cfg: Config, target: str = BASE) -> dict:
@@ -34,8 +35,15 @@ def run_evaluate(cfg: Config, target: str = BASE) -> dict:
 
     started = time.perf_counter()
     metrics: dict = {"target": target, "base_model": model_cfg.model.name, "test_rows": len(rows)}
-    metrics.update(perplexity(model, tokenizer, [r["text"] for r in rows], cfg.evaluate.max_length,
-                              cfg.evaluate.batch_size))
+    texts = [r["text"] for r in rows]
+    if target != BASE and model_cfg.train.task == "classification":
+        # A classification head has no language-model loss: it is judged by its predictions alone.
+        predicted = predict_labels(model, tokenizer, texts, labels, cfg.evaluate.max_length, cfg.evaluate.batch_size)
+        metrics.update(classification_metrics([r["label"] for r in rows], predicted, labels))
+        metrics["eval_seconds"] = round(time.perf_counter() - started, 2)
+        atomic_write_json(Path(target) / "metrics.json", metrics)
+        return metrics
+    metrics.update(perplexity(model, tokenizer, texts, cfg.evaluate.max_length, cfg.evaluate.batch_size))
     if labels and tokenizer.chat_template:
         predicted = classify(model, tokenizer, model_cfg, [r["text"] for r in rows], labels,
                              cfg.evaluate.max_length, cfg.evaluate.batch_size)

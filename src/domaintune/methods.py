@@ -39,13 +39,17 @@ def load_quantized_base(source: str, revision: str | None) -> PreTrainedModel:
 
 
 def wrap_model(model: PreTrainedModel, t: TrainConfig) -> PreTrainedModel:
+    """Full and freeze train the model in place; the adapter methods wrap it in a PEFT model.
+
+    For `task: classification` PEFT's SEQ_CLS task type also trains and saves the new head.
+    """
     if t.method == "full":
         model.requires_grad_(True)
         return model
     if t.method == "freeze":
         return freeze_all_but_top(model, t.freeze_top_layers)
     lora = LoraConfig(
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if t.task == "classification" else "CAUSAL_LM",
         r=t.lora.r,
         lora_alpha=t.lora.alpha,
         lora_dropout=t.lora.dropout,

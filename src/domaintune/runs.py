@@ -11,7 +11,8 @@ from .config import Config, load_config
 from .errors import DomaintuneError
 from .io import read_json
 from .methods import ADAPTER_METHODS
-from .models import load_base, load_causal_lm, load_tokenizer
+from .models import load_base, load_causal_lm, load_tokenizer, resolve_model
+from .seqcls import load_classifier, set_pad_token
 
 BASE = "base"
 
@@ -51,8 +52,16 @@ def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTraine
     if target == BASE:
         return load_base(cfg.model.name, cfg.model.revision)
     folder = weights_dir(target)
-    if not is_adapter_run(run_card(target)):
-        return load_causal_lm(str(folder)), load_tokenizer(str(folder))
+    card = run_card(target)
+    tokenizer = load_tokenizer(str(folder))
+    classifier = card["task"] == "classification"
+    if not is_adapter_run(card):
+        model = load_classifier(str(folder), card["labels"]) if classifier else load_causal_lm(str(folder))
+        return model, tokenizer
     own = run_config(target)
-    base, _ = load_base(own.model.name, own.model.revision)
-    return PeftModel.from_pretrained(base, folder), load_tokenizer(str(folder))
+    if classifier:
+        base = load_classifier(resolve_model(own.model.name), card["labels"], own.model.revision)
+        set_pad_token(base, tokenizer)
+    else:
+        base, _ = load_base(own.model.name, own.model.revision)
+    return PeftModel.from_pretrained(base, folder), tokenizer

@@ -24,6 +24,7 @@ from datasets import Dataset
 from tensorboardX import SummaryWriter
 from transformers import (
     DataCollatorForSeq2Seq,
+    DataCollatorWithPadding,
     EarlyStoppingCallback,
     PreTrainedTokenizerBase,
     Trainer,
@@ -50,6 +51,7 @@ from .prepare import read_data_card, read_split
 from .progress import ProgressCallback
 from .render import encode_messages, encode_sft, encode_text
 from .runtime import configure_threads, git_commit, hardware, library_versions, peak_rss_bytes, resolve_precision
+from .seqcls import encode_classification, load_classifier, set_pad_token
 
 
 def run_train(cfg: Config, resume: bool = False) -> Path:
@@ -63,6 +65,8 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
     card = read_data_card(cfg.data.output_dir)
+    if t.task == "classification" and not card.get("labels"):
+        raise DomaintuneError("train.task=classification needs labelled data (data.format=classification)")
     if t.task == "sft" and card.get("labels") is None and card.get("format") not in ("instruction", "chat"):
         raise DomaintuneError(
             "train.task=sft needs labelled, instruction or chat data (data.format); for raw text use causal-lm"
@@ -77,15 +81,24 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
 
     source = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(source, cfg.model.revision)
-    if t.method == "qlora":
+    if t.task == "classification":
+        model = load_classifier(source, card["labels"], cfg.model.revision)
+        set_pad_token(model, tokenizer)
+    elif t.method == "qlora":
         model = load_quantized_base(source, cfg.model.revision)
     else:
         model = load_causal_lm(source, cfg.model.revision)
     model = wrap_model(model, t)
     train_rows = read_split(cfg.data.output_dir, "train")[: t.max_train_rows]
     val_rows = read_split(cfg.data.output_dir, "val")
-    train_set = encode_rows(train_rows, tokenizer, cfg)
-    val_set = encode_rows(val_rows, tokenizer, cfg) if val_rows else None
+    if t.task == "classification":
+        train_set = encode_classification(train_rows, tokenizer, card["labels"], t.max_length)
+        val_set = encode_classification(val_rows, tokenizer, card["labels"], t.max_length) if val_rows else None
+        collator = DataCollatorWithPadding(tokenizer)
+    else:
+        train_set = encode_rows(train_rows, tokenizer, cfg)
+        val_set = encode_rows(val_rows, tokenizer, cfg) if val_rows else None
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     learning_rate = t.learning_rate or DEFAULT_LR[t.method]
 
     trainer = Trainer(
@@ -93,7 +106,7 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
         args=training_arguments(t, cfg.seed, precision, learning_rate, work, has_val=val_set is not None),
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        data_collator=collator,
         processing_class=tokenizer,
     )
     trainer.remove_callback(PrinterCallback)
