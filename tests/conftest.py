@@ -103,3 +103,35 @@ def tiny_overrides(tiny_model_dir, reviews_csv, tmp_path) -> list[str]:
         "evaluate.max_length=96",
         "evaluate.max_examples=12",
     ]
+
+
+def tiny_overrides_at(model_dir: Path, root: Path) -> list[str]:
+    """Like `tiny_overrides`, for fixtures that outlive one test."""
+    csv_path = write_csv(root / "reviews.csv", make_reviews(60))
+    return [
+        f"model.name={model_dir}",
+        f"data.source={csv_path}",
+        f"data.output_dir={root / 'prepared'}",
+        f"evaluate.base_output_dir={root / 'runs' / 'base'}",
+        "train.max_steps=3",
+        "train.batch_size=4",
+        "train.max_length=96",
+        "prompt.instruction=Classify the sentiment.",
+        "evaluate.max_length=96",
+    ]
+
+
+@pytest.fixture(scope="session")
+def served_runs(tiny_model_dir, tmp_path_factory) -> tuple[list[str], list[Path]]:
+    """Two LoRA runs (`alpha`, `beta`) of the tiny model, trained hard enough that their answers differ."""
+    from domaintune import load_config, run_prepare, run_train
+
+    root = tmp_path_factory.mktemp("served")
+    overrides = tiny_overrides_at(tiny_model_dir, root)
+    run_prepare(load_config(None, overrides))
+    runs = []
+    for name, seed in (("alpha", 1), ("beta", 2)):
+        cfg = load_config(None, overrides + [f"seed={seed}", "train.learning_rate=0.05",
+                                             f"train.output_dir={root / 'runs' / name}"])
+        runs.append(run_train(cfg))
+    return overrides, runs
