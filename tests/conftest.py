@@ -135,3 +135,13 @@ def served_runs(tiny_model_dir, tmp_path_factory) -> tuple[list[str], list[Path]
                                              f"train.output_dir={root / 'runs' / name}"])
         runs.append(run_train(cfg))
     return overrides, runs
+
+
+@pytest.fixture(scope="session")
+def served_pool(served_runs):
+    """`alpha`, `beta` and `base` loaded once, as `domaintune serve alpha beta --base` would."""
+    from domaintune.config import load_config
+    from domaintune.serve_models import ModelPool
+
+    overrides, runs = served_runs
+    return ModelPool([str(r) for r in runs], include_base=True, cfg=load_config(None, overrides))

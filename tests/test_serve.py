@@ -11,19 +11,16 @@ from fastapi.testclient import TestClient
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from domaintune.config import load_config
 from domaintune.errors import DomaintuneError
 from domaintune.serve import ServeSettings, create_app
 from domaintune.serve_guard import ApiError, GenerationGate, check_bind
-from domaintune.serve_models import ModelPool
 
 CHAT = [{"role": "user", "content": "this drug worked great"}]
 
 
 @pytest.fixture(scope="module")
-def pool(served_runs):
-    overrides, runs = served_runs
-    return ModelPool([str(r) for r in runs], include_base=True, cfg=load_config(None, overrides))
+def pool(served_pool):
+    return served_pool
 
 
 @pytest.fixture(scope="module")

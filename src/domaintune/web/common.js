@@ -18,5 +18,5 @@ async function api(path, options = {}) {
   throw new Error("not authorised");
 }
 
-// Everything the model wrote goes in through textContent, never innerHTML: an answer is text.
+// Everything the model wrote goes in through textContent, never parsed as HTML: an answer is text.
 function setText(id, text) { document.getElementById(id).textContent = text; }
