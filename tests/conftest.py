@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import random
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,31 @@ def served_pool(served_runs):
 
     overrides, runs = served_runs
     return ModelPool([str(r) for r in runs], include_base=True, cfg=load_config(None, overrides))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(served_pool, tmp_path):
+    """A real uvicorn server on 127.0.0.1 (a free port) in a thread, stopped at the end of the test."""
+    import uvicorn
+
+    from domaintune.serve import ServeSettings, create_app
+
+    port = _free_port()
+    app = create_app(served_pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", port=port, seed=5))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app
+    server.should_exit = True
+    thread.join(timeout=20)
+    assert not thread.is_alive()

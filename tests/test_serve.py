@@ -1,9 +1,6 @@
 """`domaintune serve`: the OpenAI-compatible API on the tiny model, its limits and its key check."""
 
 import json
-import socket
-import threading
-import time
 
 import pytest
 import torch
@@ -191,32 +188,6 @@ def test_cli_refuses_open_bind_without_key(capsys, monkeypatch, served_runs):
     monkeypatch.delenv("DOMAINTUNE_API_KEY", raising=False)
     assert main(["serve", str(served_runs[1][0]), "--host", "0.0.0.0"]) == 2
     assert "--api-key" in capsys.readouterr().err
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def live_server(pool, tmp_path):
-    """A real uvicorn server on 127.0.0.1 in a thread, stopped at the end of the test."""
-    import uvicorn
-
-    port = _free_port()
-    app = create_app(pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", port=port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(timeout=20)
-    assert not thread.is_alive()
 
 
 def test_official_openai_client(live_server):

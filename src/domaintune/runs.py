@@ -34,8 +34,9 @@ def run_config(run_dir: str | Path) -> Config:
 
 def weights_dir(run_dir: str | Path) -> Path:
     card = run_card(run_dir)
-    folder = Path(run_dir) / ("adapter" if card["method"] == "lora" else "model")
-    marker = "adapter_config.json" if card["method"] == "lora" else "config.json"
+    adapter = card["method"] != "full"  # lora and dpo runs both hold a PEFT adapter
+    folder = Path(run_dir) / ("adapter" if adapter else "model")
+    marker = "adapter_config.json" if adapter else "config.json"
     if not (folder / marker).is_file():
         raise DomaintuneError(f"{run_dir}: {folder.name}/{marker} is missing; the run folder is incomplete")
     return folder

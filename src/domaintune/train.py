@@ -1,7 +1,7 @@
 """Stage 2, train: prepared splits -> run folder with an adapter (LoRA) or a full model.
 
 Run folder layout (the contract with evaluate and compare):
-    adapter/           PEFT adapter (safetensors) + tokenizer       (method: lora)
+    adapter/           PEFT adapter (safetensors) + tokenizer       (method: lora, dpo)
     model/             full HF model (safetensors) + tokenizer      (method: full)
     run_card.json      how to reproduce the run and what it cost
     metrics.jsonl      the trainer's log history, one record per line
@@ -38,12 +38,16 @@ from .progress import ProgressCallback
 from .render import encode_sft, encode_text
 from .runtime import configure_threads, git_commit, hardware, library_versions, peak_rss_bytes, resolve_precision
 
-DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
+DEFAULT_LR = {"lora": 2e-4, "full": 2e-5, "dpo": 5e-5}
 
 
 def run_train(cfg: Config) -> Path:
     """Train `cfg.model` on the prepared splits in `cfg.data.output_dir`; returns the run folder."""
     t = cfg.train
+    if t.method == "dpo":
+        from .train_dpo import run_train_dpo  # preference training has its own loop (TRL's DPOTrainer)
+
+        return run_train_dpo(cfg)
     configure_threads(cfg.threads)
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
@@ -114,17 +118,20 @@ def wrap_model(model: PreTrainedModel, t: TrainConfig) -> PreTrainedModel:
     if t.method == "full":
         model.requires_grad_(True)
         return model
-    lora = LoraConfig(
+    try:
+        return get_peft_model(model, lora_config(t))
+    except ValueError as exc:
+        raise DomaintuneError(f"train.lora.target_modules: {exc}") from None
+
+
+def lora_config(t: TrainConfig) -> LoraConfig:
+    return LoraConfig(
         task_type="CAUSAL_LM",
         r=t.lora.r,
         lora_alpha=t.lora.alpha,
         lora_dropout=t.lora.dropout,
         target_modules=t.lora.target_modules,
     )
-    try:
-        return get_peft_model(model, lora)
-    except ValueError as exc:
-        raise DomaintuneError(f"train.lora.target_modules: {exc}") from None
 
 
 def encode_rows(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: Config) -> Dataset:
