@@ -46,12 +46,15 @@ def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer Llama (hidden 32) with a byte-level BPE tokenizer and a ChatML template."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def build_tiny_model(folder: Path) -> Path:
+    """A 2-layer Llama (hidden 32) with a byte-level BPE tokenizer and a ChatML template (also used by bench/)."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
     corpus = [r["review"] for r in make_reviews(60)] + ["Classify the sentiment. Answer with one word."] * 5
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
