@@ -1,6 +1,7 @@
 """`domaintune serve`: the OpenAI-compatible API on the tiny model, its limits and its key check."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -205,3 +206,21 @@ def test_official_openai_client(live_server):
     assert isinstance(completion.choices[0].text, str)
     with pytest.raises(NotFoundError):
         client.chat.completions.create(model="missing", messages=CHAT)
+
+
+def test_client_leaving_mid_stream_frees_the_model(live_server):
+    import httpx
+
+    url, app = live_server
+    request = {"model": "alpha", "messages": CHAT, "max_tokens": 64, "temperature": 1.0, "stream": True}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        with http.stream("POST", "/v1/chat/completions", json=request) as response:
+            first = next(response.iter_lines())
+            assert first.startswith("data: ")
+        # The connection is closed with the answer unfinished; the place in the queue must come back.
+        deadline = time.monotonic() + 20
+        while app.state.gate.pending:
+            assert time.monotonic() < deadline, "the stream's place was never given back"
+            time.sleep(0.05)
+        again = http.post("/v1/chat/completions", json={**request, "stream": False, "max_tokens": 2})
+        assert again.status_code == 200
