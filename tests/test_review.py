@@ -171,3 +171,23 @@ def test_random_pair_when_models_unset(client):
     picked = {tuple(sorted(_rows(client, "SELECT left_model, right_model FROM comparisons WHERE id = ?",
                                  _new(client)["id"])[0])) for _ in range(6)}
     assert all(a != b for a, b in picked) and len(picked) >= 2
+
+
+def test_long_test_documents_are_cut_to_the_prompt_limit(served_pool, tmp_path):
+    from domaintune.prepare import read_split
+
+    limit = 45
+    client = TestClient(create_app(served_pool, ServeSettings(db_path=tmp_path / "f.sqlite", max_prompt_tokens=limit,
+                                                              seed=1)))
+    tokenizer = served_pool.get("alpha").tokenizer
+    count = lambda text: len(tokenizer(text)["input_ids"])  # noqa: E731
+    budget = limit - count("Classify the sentiment.") - 32
+    originals = {str(r["id"]): r["text"] for r in read_split(served_pool.get("alpha").prepared_dir, "test")}
+    cut = 0
+    for _ in range(5):
+        view = _new(client, models=["alpha", "beta"])
+        source_id = _rows(client, "SELECT source_id FROM comparisons WHERE id = ?", view["id"])[0][0]
+        document = view["prompt"].split("\n\n", 1)[1]
+        assert count(document) <= budget
+        cut += count(originals[source_id]) > budget
+    assert cut, "the limit must be tight enough to cut some document"

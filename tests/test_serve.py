@@ -224,3 +224,33 @@ def test_client_leaving_mid_stream_frees_the_model(live_server):
             time.sleep(0.05)
         again = http.post("/v1/chat/completions", json={**request, "stream": False, "max_tokens": 2})
         assert again.status_code == 200
+
+
+def test_full_run_is_served_with_its_own_weights(tiny_overrides, tmp_path):
+    from domaintune import load_config, run_prepare, run_train
+    from domaintune.serve_models import GenParams, ModelPool
+
+    cfg = load_config(None, tiny_overrides + ["train.method=full", f"train.output_dir={tmp_path / 'full'}"])
+    run_prepare(cfg)
+    run_dir = run_train(cfg)
+    pool = ModelPool([str(run_dir)], include_base=True, cfg=cfg)
+    assert list(pool.models) == ["base", "full"] and pool.get("full").model is not pool.get("base").model
+    ids = pool.chat_ids("full", CHAT)
+    expected = _reference_greedy(AutoModelForCausalLM.from_pretrained(run_dir / "model").eval(),
+                                 AutoTokenizer.from_pretrained(run_dir / "model"), CHAT, 6)
+    assert pool.generate("full", ids, GenParams(max_tokens=6, temperature=0)).text == expected
+
+
+def test_runs_of_different_bases_or_same_names_are_refused(served_runs, tmp_path):
+    import shutil
+
+    from domaintune import load_config
+    from domaintune.serve_models import ModelPool
+
+    overrides, runs = served_runs
+    twin = tmp_path / "other" / "alpha"
+    shutil.copytree(runs[0], twin)
+    with pytest.raises(DomaintuneError, match="two served models would be named 'alpha'"):
+        ModelPool([str(runs[0]), str(twin)], include_base=False, cfg=load_config(None, overrides))
+    with pytest.raises(DomaintuneError, match="nothing to serve"):
+        ModelPool([], include_base=False, cfg=load_config(None, overrides))

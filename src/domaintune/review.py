@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import DomaintuneError
 from .feedback_store import AlreadyVoted, Comparison, FeedbackStore, UnknownComparison
 from .prepare import read_split
+from .render import truncate_tokens
 from .serve_guard import ApiError, GenerationGate
-from .serve_models import GenParams, ModelPool
+from .serve_models import GenParams, ModelPool, ServedModel
 from .serve_openai import Limits, check_prompt
 
 WEB = Path(__file__).parent / "web"
@@ -51,22 +52,39 @@ class VoteRequest(BaseModel):
 class TestPrompts:
     """The prepared test split of the first served model that has one, read once."""
 
-    def __init__(self, pool: ModelPool):
-        self.pool = pool
-        self._items: list[tuple[str, str]] | None = None
+    TEMPLATE_ALLOWANCE = 32  # tokens for the chat template and a system message around the user turn
 
-    def items(self) -> list[tuple[str, str]]:
-        if self._items is None:
-            self._items = []
-            for served in self.pool.models.values():
-                try:
-                    rows = read_split(served.prepared_dir, "test")
-                except DomaintuneError:
-                    continue
-                # The same user turn as training and evaluation build (render._messages).
-                self._items = [(str(r["id"]), f"{served.prompt.instruction}\n\n{r['text']}") for r in rows]
-                break
-        return self._items
+    def __init__(self, pool: ModelPool, max_prompt_tokens: int):
+        self.pool, self.max_prompt_tokens = pool, max_prompt_tokens
+        self._rows: list[dict] = []
+        self._served: ServedModel | None = None
+        self._read = False
+
+    def count(self) -> int:
+        self._load()
+        return len(self._rows)
+
+    def draw(self, rng: random.Random) -> tuple[str, str]:
+        """(row id, user turn): the run's instruction and the document, cut to fit the prompt limit."""
+        self._load()
+        row = rng.choice(self._rows)
+        instruction = self._served.prompt.instruction
+        tokenizer = self._served.tokenizer
+        budget = self.max_prompt_tokens - len(tokenizer(instruction)["input_ids"]) - self.TEMPLATE_ALLOWANCE
+        # The same user turn as training and evaluation build (render._messages).
+        return str(row["id"]), f"{instruction}\n\n{truncate_tokens(tokenizer, row['text'], max(budget, 1))}"
+
+    def _load(self) -> None:
+        if self._read:
+            return
+        self._read = True
+        for served in self.pool.models.values():
+            try:
+                self._rows = read_split(served.prepared_dir, "test")
+            except DomaintuneError:
+                continue
+            self._served = served
+            break
 
 
 def blind_view(comparison: Comparison) -> dict:
@@ -81,7 +99,7 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
                   rng: random.Random | None = None) -> APIRouter:
     router = APIRouter()
     rng = rng or random.SystemRandom()
-    prompts = TestPrompts(pool)
+    prompts = TestPrompts(pool, limits.max_prompt_tokens)
 
     @router.get("/", include_in_schema=False)
     def root():
@@ -101,7 +119,7 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
 
     @router.get("/review/api/models")
     def models() -> dict:
-        return {"models": list(pool.models), "test_prompts": len(prompts.items())}
+        return {"models": list(pool.models), "test_prompts": prompts.count()}
 
     @router.post("/review/api/comparisons")
     async def new_comparison(req: ComparisonRequest) -> dict:
@@ -111,11 +129,10 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
         if req.prompt and req.prompt.strip():
             source, source_id, prompt = "typed", None, req.prompt.strip()
         else:
-            items = prompts.items()
-            if not items:
+            if not prompts.count():
                 raise ApiError(400, "no prepared test split next to the served runs: type a prompt")
             source = "test"
-            source_id, prompt = rng.choice(items)
+            source_id, prompt = prompts.draw(rng)
         params = GenParams(req.max_tokens, req.temperature, req.top_p)
         system = pool.get(names[0]).prompt.system
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
