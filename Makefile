@@ -5,12 +5,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test install lint docs
+.PHONY: demo test install lint docs chromium
 demo: install
 	$(BIN)/domaintune demo
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The browser test drives Debian's chromium through Playwright (no Playwright browser download).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
+	fi
 
 install: $(VENV)/.installed
 

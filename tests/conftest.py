@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import random
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -43,12 +46,15 @@ def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer Llama (hidden 32) with a byte-level BPE tokenizer and a ChatML template."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def build_tiny_model(folder: Path) -> Path:
+    """A 2-layer Llama (hidden 32) with a byte-level BPE tokenizer and a ChatML template (also used by bench/)."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
     corpus = [r["review"] for r in make_reviews(60)] + ["Classify the sentiment. Answer with one word."] * 5
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
@@ -103,3 +109,73 @@ def tiny_overrides(tiny_model_dir, reviews_csv, tmp_path) -> list[str]:
         "evaluate.max_length=96",
         "evaluate.max_examples=12",
     ]
+
+
+def tiny_overrides_at(model_dir: Path, root: Path) -> list[str]:
+    """Like `tiny_overrides`, for fixtures that outlive one test."""
+    csv_path = write_csv(root / "reviews.csv", make_reviews(60))
+    return [
+        f"model.name={model_dir}",
+        f"data.source={csv_path}",
+        f"data.output_dir={root / 'prepared'}",
+        f"evaluate.base_output_dir={root / 'runs' / 'base'}",
+        "train.max_steps=3",
+        "train.batch_size=4",
+        "train.max_length=96",
+        "prompt.instruction=Classify the sentiment.",
+        "evaluate.max_length=96",
+    ]
+
+
+@pytest.fixture(scope="session")
+def served_runs(tiny_model_dir, tmp_path_factory) -> tuple[list[str], list[Path]]:
+    """Two LoRA runs (`alpha`, `beta`) of the tiny model, trained hard enough that their answers differ."""
+    from domaintune import load_config, run_prepare, run_train
+
+    root = tmp_path_factory.mktemp("served")
+    overrides = tiny_overrides_at(tiny_model_dir, root)
+    run_prepare(load_config(None, overrides))
+    runs = []
+    for name, seed in (("alpha", 1), ("beta", 2)):
+        cfg = load_config(None, overrides + [f"seed={seed}", "train.learning_rate=0.05",
+                                             f"train.output_dir={root / 'runs' / name}"])
+        runs.append(run_train(cfg))
+    return overrides, runs
+
+
+@pytest.fixture(scope="session")
+def served_pool(served_runs):
+    """`alpha`, `beta` and `base` loaded once, as `domaintune serve alpha beta --base` would."""
+    from domaintune.config import load_config
+    from domaintune.serve_models import ModelPool
+
+    overrides, runs = served_runs
+    return ModelPool([str(r) for r in runs], include_base=True, cfg=load_config(None, overrides))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(served_pool, tmp_path):
+    """A real uvicorn server on 127.0.0.1 (a free port) in a thread, stopped at the end of the test."""
+    import uvicorn
+
+    from domaintune.serve import ServeSettings, create_app
+
+    port = _free_port()
+    app = create_app(served_pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", port=port, seed=5))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app
+    server.should_exit = True
+    thread.join(timeout=20)
+    assert not thread.is_alive()

@@ -38,5 +38,5 @@ def test_unexpected_positional(capsys):
 
 def test_python_dash_m_runs():
     out = subprocess.run([sys.executable, "-m", "domaintune", "--help"], capture_output=True, text=True, check=True)
-    for verb in ("prepare", "train", "evaluate", "compare", "generate", "demo"):
+    for verb in ("prepare", "train", "evaluate", "compare", "generate", "demo", "serve", "feedback"):
         assert verb in out.stdout

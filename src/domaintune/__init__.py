@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Config",
     "DomaintuneError",
+    "ServeSettings",
     "config_reference",
     "config_to_yaml",
     "demo_config",
@@ -16,8 +17,10 @@ __all__ = [
     "run_compare",
     "run_demo",
     "run_evaluate",
+    "run_feedback_export",
     "run_generate",
     "run_prepare",
+    "run_serve",
     "run_train",
 ]
 

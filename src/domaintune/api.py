@@ -5,13 +5,16 @@ from .config import Config, config_reference, config_to_yaml, load_config
 from .demo import demo_config, run_demo
 from .errors import DomaintuneError
 from .evaluate import run_evaluate
+from .feedback_export import run_feedback_export
 from .generate import run_generate
 from .prepare import run_prepare
+from .serve import ServeSettings, run_serve
 from .train import run_train
 
 __all__ = [
     "Config",
     "DomaintuneError",
+    "ServeSettings",
     "config_reference",
     "config_to_yaml",
     "demo_config",
@@ -19,7 +22,9 @@ __all__ = [
     "run_compare",
     "run_demo",
     "run_evaluate",
+    "run_feedback_export",
     "run_generate",
     "run_prepare",
+    "run_serve",
     "run_train",
 ]

@@ -10,7 +10,7 @@ import sys
 
 from .errors import DomaintuneError
 
-VERBS = ("prepare", "train", "evaluate", "compare", "generate", "demo", "config")
+VERBS = ("prepare", "train", "evaluate", "compare", "generate", "demo", "config", "serve", "feedback")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
         "generate": "answer a text with the base model or a run",
         "demo": "prepare, train and compare on the embedded model and data",
         "config": "print the resolved config (or the config reference)",
+        "serve": "serve runs (and --base) over an OpenAI-compatible API with a blind A/B review page",
+        "feedback": "'feedback export': votes -> preference (DPO) and SFT datasets",
     }
     for verb in VERBS:
         p = sub.add_parser(verb, help=helps[verb], description=helps[verb])
@@ -38,6 +40,19 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--temperature", type=float, default=0.0, help="0 means greedy")
         if verb == "train":
             p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+        if verb == "serve":
+            p.add_argument("--base", action="store_true", help="also serve the base model, named 'base'")
+            p.add_argument("--host", default="127.0.0.1", help="a non-loopback address needs --api-key")
+            p.add_argument("--port", type=int, default=8000)
+            p.add_argument("--api-key", help="bearer token clients must send (default: $DOMAINTUNE_API_KEY)")
+            p.add_argument("--db", help="votes database (default: feedback.sqlite beside the first run)")
+            p.add_argument("--max-tokens", type=int, default=512, help="largest max_tokens a request may ask")
+            p.add_argument("--max-prompt-tokens", type=int, default=2048)
+            p.add_argument("--max-waiting", type=int, default=32, help="queued generations before 429")
+            p.add_argument("--max-body-bytes", type=int, default=256 * 1024)
+        if verb == "feedback":
+            p.add_argument("--db", default="runs/feedback.sqlite", help="votes database written by serve")
+            p.add_argument("--out", default="feedback", help="folder for preference.jsonl and sft.jsonl")
         if verb == "config":
             p.add_argument("--reference", action="store_true", help="print every key with its default and help")
     return parser
@@ -66,7 +81,14 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
             raise DomaintuneError(f"compare takes folders, not overrides: {overrides[0]}")
         print(api.run_compare(targets, ns.out).read_text(encoding="utf-8"))
         return 0
-    if ns.verb not in ("evaluate", "generate") and targets:
+    if ns.verb == "feedback":
+        if targets != ["export"] or overrides:
+            raise DomaintuneError("usage: domaintune feedback export [--db DB] [--out FOLDER]")
+        summary = api.run_feedback_export(ns.db, ns.out)
+        print(f"feedback written to {ns.out}: {summary['preference_pairs']} preference pairs, "
+              f"{summary['sft_rows']} SFT rows")
+        return 0
+    if ns.verb not in ("evaluate", "generate", "serve") and targets:
         raise DomaintuneError(f"unexpected argument '{targets[0]}' (overrides are key=value)")
     if ns.verb == "demo":
         cfg = api.demo_config(overrides) if not ns.config else api.load_config(ns.config, overrides)
@@ -88,6 +110,10 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
             metrics = api.run_evaluate(cfg, target)
             shown = {k: metrics[k] for k in ("perplexity", "accuracy", "macro_f1") if k in metrics}
             print(f"{target}: {shown}")
+    elif ns.verb == "serve":
+        settings = api.ServeSettings(ns.host, ns.port, ns.api_key, ns.db, ns.max_body_bytes, ns.max_prompt_tokens,
+                                     ns.max_tokens, ns.max_waiting)
+        api.run_serve(cfg, targets, ns.base, settings)
     elif ns.verb == "generate":
         if len(targets) > 1:
             raise DomaintuneError("generate takes one target: a run folder or 'base'")

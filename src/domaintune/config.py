@@ -174,12 +174,23 @@ class LoraSettings(_Section):
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r.")
 
 
+class DpoSettings(_Section):
+    data: str = Field(
+        "feedback/preference.jsonl",
+        description="method=dpo: preference JSONL (`prompt`, `chosen`, `rejected`) as written by "
+        "`domaintune feedback export`.",
+    )
+    beta: float = Field(0.1, gt=0, description="method=dpo: how far from the base model the policy may move "
+                        "(higher: less).")
+
+
 class TrainConfig(_Section):
-    method: Literal["lora", "dora", "qlora", "freeze", "full"] = Field(
+    method: Literal["lora", "dora", "qlora", "freeze", "full", "dpo"] = Field(
         "lora",
         description="`lora`/`dora`: train a PEFT adapter (DoRA adds weight decomposition); `qlora`: LoRA on a "
         "4-bit NF4 base (CUDA only); `freeze`: train only the top `freeze_top_layers` blocks and the head; "
-        "`full`: update every weight.",
+        "`full`: update every weight; `dpo`: a LoRA adapter trained by TRL's DPO on reviewers' preferences "
+        "(`train.dpo`).",
     )
     freeze_top_layers: int = Field(2, ge=1, description="method=freeze: how many top transformer blocks train.")
     task: Literal["sft", "causal-lm", "classification"] = Field(
@@ -191,11 +202,12 @@ class TrainConfig(_Section):
     loss_on: Literal["answer", "all"] = Field(
         "answer", description="sft only: loss on the answer tokens (`answer`) or the whole sequence."
     )
-    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (lora and dpo).")
+    dpo: DpoSettings = Field(default_factory=DpoSettings, description="DPO settings.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     learning_rate: float | None = Field(
-        None, gt=0, description="Peak learning rate; unset: 2e-4 for lora, 2e-5 for full."
+        None, gt=0, description="Peak learning rate; unset: 2e-4 for lora, 2e-5 for full, 5e-5 for dpo."
     )
     batch_size: int = Field(8, ge=1, description="Sequences per device step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps per optimizer step.")

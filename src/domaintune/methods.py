@@ -9,8 +9,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from .config import TrainConfig
 from .errors import DomaintuneError
 
-ADAPTER_METHODS = ("lora", "dora", "qlora")
-DEFAULT_LR = {"lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "freeze": 5e-5, "full": 2e-5}
+ADAPTER_METHODS = ("lora", "dora", "qlora", "dpo")
+DEFAULT_LR = {"lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "freeze": 5e-5, "full": 2e-5, "dpo": 5e-5}
 
 
 def check_method_supported(t: TrainConfig) -> None:
@@ -48,7 +48,14 @@ def wrap_model(model: PreTrainedModel, t: TrainConfig) -> PreTrainedModel:
         return model
     if t.method == "freeze":
         return freeze_all_but_top(model, t.freeze_top_layers)
-    lora = LoraConfig(
+    try:
+        return get_peft_model(model, lora_config(t))
+    except ValueError as exc:
+        raise DomaintuneError(f"train.lora.target_modules: {exc}") from None
+
+
+def lora_config(t: TrainConfig) -> LoraConfig:
+    return LoraConfig(
         task_type="SEQ_CLS" if t.task == "classification" else "CAUSAL_LM",
         r=t.lora.r,
         lora_alpha=t.lora.alpha,
@@ -57,10 +64,6 @@ def wrap_model(model: PreTrainedModel, t: TrainConfig) -> PreTrainedModel:
         use_rslora=t.lora.use_rslora,
         use_dora=t.method == "dora",
     )
-    try:
-        return get_peft_model(model, lora)
-    except ValueError as exc:
-        raise DomaintuneError(f"train.lora.target_modules: {exc}") from None
 
 
 def freeze_all_but_top(model: PreTrainedModel, top: int) -> PreTrainedModel:

@@ -1,7 +1,7 @@
 """Stage 2, train: prepared splits -> run folder with an adapter (LoRA/DoRA/QLoRA) or a full model.
 
 Run folder layout (the contract with evaluate and compare):
-    adapter/           PEFT adapter (safetensors) + tokenizer       (lora, dora, qlora)
+    adapter/           PEFT adapter (safetensors) + tokenizer       (lora, dora, qlora, dpo)
     model/             full HF model (safetensors) + tokenizer      (full, freeze)
     run_card.json      how to reproduce the run and what it cost; written last
     metrics.jsonl      the trainer's log history, one record per line
@@ -60,6 +60,10 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
     With `resume`, continue from the last complete checkpoint of an interrupted run of the same folder.
     """
     t = cfg.train
+    if t.method == "dpo":
+        from .train_dpo import run_train_dpo  # preference training has its own loop (TRL's DPOTrainer)
+
+        return run_train_dpo(cfg)
     check_method_supported(t)
     configure_threads(cfg.threads)
     set_seed(cfg.seed)

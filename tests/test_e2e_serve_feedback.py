@@ -1,0 +1,54 @@
+"""The feedback loop end to end on the real embedded SmolLM2-135M-Instruct, a handful of steps:
+serve a LoRA run and the base -> blind comparisons and votes -> export -> DPO run -> evaluate, compare, serve.
+"""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from domaintune import load_config, run_compare, run_evaluate, run_feedback_export, run_prepare, run_train
+from domaintune.serve import ServeSettings, create_app
+from domaintune.serve_models import ModelPool
+
+pytestmark = pytest.mark.e2e
+
+
+def test_real_model_serve_vote_export_dpo(tmp_path):
+    common = [
+        f"data.output_dir={tmp_path / 'prepared'}", f"evaluate.base_output_dir={tmp_path / 'base'}",
+        "data.val_fraction=0",  # no validation pass after training: it would cost minutes here
+        "train.batch_size=2", "train.max_length=128", "train.max_train_rows=4", "train.max_steps=1",
+        "evaluate.max_examples=2", "evaluate.max_length=96", "evaluate.batch_size=2",
+    ]
+    cfg = load_config(None, common + [f"train.output_dir={tmp_path / 'runs' / 'lora'}"])
+    run_prepare(cfg)
+    lora = run_train(cfg)
+
+    pool = ModelPool([str(lora)], include_base=True, cfg=cfg)
+    client = TestClient(create_app(pool, ServeSettings(db_path=tmp_path / "runs" / "feedback.sqlite", seed=1)))
+    chat = client.post("/v1/chat/completions", json={
+        "model": "lora", "messages": [{"role": "user", "content": "Is ibuprofen an anti-inflammatory drug?"}],
+        "max_tokens": 12, "temperature": 0}).json()
+    assert chat["choices"][0]["message"]["content"].strip() and chat["usage"]["completion_tokens"] <= 12
+
+    for i in range(3):
+        view = client.post("/review/api/comparisons", json={"max_tokens": 6, "temperature": 1.0}).json()
+        assert view["source"] == "test" and "models" not in view
+        if view["answers"]["A"] != view["answers"]["B"]:
+            vote = {"comparison_id": view["id"], "choice": "AB"[i % 2], "ratings": {"A": {"quality": 4}}}
+            assert client.post("/review/api/votes", json=vote).status_code == 200
+    card = run_feedback_export(tmp_path / "runs" / "feedback.sqlite", tmp_path / "feedback")
+    assert card["preference_pairs"] >= 1
+
+    dpo_cfg = load_config(None, common + [
+        "train.method=dpo", f"train.dpo.data={tmp_path / 'feedback' / 'preference.jsonl'}",
+        f"train.output_dir={tmp_path / 'runs' / 'dpo'}"])
+    dpo = run_train(dpo_cfg)
+    assert json.loads((dpo / "run_card.json").read_text())["method"] == "dpo"
+    tuned = run_evaluate(dpo_cfg, str(dpo))
+    assert 1 < tuned["perplexity"] < 1000
+    report = run_compare([dpo], tmp_path / "cmp", ["dpo"]).read_text()
+    assert "| dpo |" in report
+    both = ModelPool([str(lora), str(dpo)], include_base=False, cfg=cfg)
+    assert sorted(both.models) == ["dpo", "lora"] and both.get("dpo").model is both.get("lora").model
