@@ -58,8 +58,8 @@ def test_evaluate_and_compare(lora_run, tmp_path):
         assert m["test_rows"] == 12 and m["perplexity"] > 1 and 0 <= m["accuracy"] <= 1
     assert (run_dir / "metrics.json").is_file() and (tmp_path / "runs" / "base" / "config.yaml").is_file()
     report = run_compare([tmp_path / "runs" / "base", run_dir], tmp_path / "cmp", ["base", "lora"])
-    text = report.read_text()
-    assert "| base |" in text and "| lora |" in text and "test perplexity" in text
+    text = (report.parent / "report.md").read_text()
+    assert "| base |" in text and "| lora |" in text and "| lora-merged |" in text and "test ppl" in text
 
 
 def test_full_fine_tuning_is_one_key_away(tiny_overrides, tmp_path):
@@ -120,7 +120,7 @@ def test_demo_flow_on_the_tiny_model(tiny_overrides, tmp_path):
 
     lines = []
     report = run_demo(demo_config(tiny_overrides), log=lines.append)
-    assert report == tmp_path / "runs" / "lora" / "report.md"
+    assert report == tmp_path / "runs" / "lora" / "report.html"
     table = "\n".join(lines)
-    assert "test perplexity" in table and "accuracy" in table and "trainable params" in table
+    assert "test ppl" in table and "accuracy" in table and "trainable params" in table
     assert [line.split()[0] for line in table.splitlines() if line.startswith(("base ", "lora "))] == ["base", "lora"]

@@ -13,10 +13,12 @@ __all__ = [
     "config_to_yaml",
     "demo_config",
     "load_config",
+    "run_baseline",
     "run_compare",
     "run_demo",
     "run_evaluate",
     "run_generate",
+    "run_merge",
     "run_prepare",
     "run_train",
 ]

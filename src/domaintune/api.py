@@ -1,25 +1,33 @@
 """The Python API: one plain function per pipeline stage, each taking a validated `Config`."""
 
-from .compare import run_compare
+from .baseline import run_baseline
+from .compare import LatencySettings, run_compare, text_table
 from .config import Config, config_reference, config_to_yaml, load_config
 from .demo import demo_config, run_demo
 from .errors import DomaintuneError
 from .evaluate import run_evaluate
 from .generate import run_generate
+from .io import read_json
+from .merge import run_merge
 from .prepare import run_prepare
 from .train import run_train
 
 __all__ = [
     "Config",
     "DomaintuneError",
+    "LatencySettings",
     "config_reference",
     "config_to_yaml",
     "demo_config",
     "load_config",
+    "run_baseline",
     "run_compare",
     "run_demo",
     "run_evaluate",
     "run_generate",
+    "run_merge",
     "run_prepare",
     "run_train",
+    "text_table",
+    "read_json",
 ]

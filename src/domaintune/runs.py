@@ -49,5 +49,8 @@ def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTraine
     if run_card(target)["method"] == "full":
         return load_causal_lm(str(folder)), load_tokenizer(str(folder))
     own = run_config(target)
-    base, _ = load_base(own.model.name, own.model.revision)
+    try:
+        base, _ = load_base(own.model.name, own.model.revision)
+    except DomaintuneError as exc:
+        raise DomaintuneError(f"{target}: the adapter's base model cannot be loaded: {exc}") from None
     return PeftModel.from_pretrained(base, folder), load_tokenizer(str(folder))
