@@ -180,3 +180,33 @@ def test_adapter_whose_base_is_gone_is_named(evaluated, tmp_path):
         run_merge(orphan)
     with pytest.raises(DomaintuneError, match=r"orphan: the adapter's base model cannot be loaded"):
         run_compare([orphan], tmp_path / "o", latency=LATENCY, threads=1)
+
+
+def test_gguf_export_reads_back_in_transformers(evaluated):
+    from domaintune import run_export
+
+    root, cfg = evaluated
+    out = run_export(root / "lora", "gguf", root / "gguf")
+    card = json.loads((out / "export_card.json").read_text())
+    f16, q8 = card["files"]["model-f16.gguf"], card["files"]["model-q8_0.gguf"]
+    assert f16["max_abs_logit_diff"] < 1e-2 and f16["top1_agreement"] == 1.0
+    assert 0.8 <= q8["top1_agreement"] <= 1.0 and q8["bytes"] < f16["bytes"]
+    # Independently of the card: the f16 file's logits equal the merged adapter model's.
+    loaded = AutoModelForCausalLM.from_pretrained(str(out), gguf_file="model-f16.gguf", dtype=torch.float32).eval()
+    adapted, tok = load_run_model(str(root / "lora"), cfg)
+    gguf_tok = AutoTokenizer.from_pretrained(str(out), gguf_file="model-f16.gguf")
+    text = "pain is gone and I feel good &amp; review number 7"
+    assert gguf_tok(text)["input_ids"] == tok(text)["input_ids"]
+    assert gguf_tok.chat_template == tok.chat_template
+    ids = torch.tensor([tok(text)["input_ids"]])
+    with torch.no_grad():
+        diff = (loaded(input_ids=ids).logits - adapted.eval()(input_ids=ids).logits).abs().max()
+    assert diff < 1e-2
+
+
+def test_export_names_a_folder_that_is_no_run(tmp_path):
+    from domaintune import run_export
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DomaintuneError, match=r"empty: not a complete run folder \(run_card.json is missing\)"):
+        run_export(tmp_path / "empty")

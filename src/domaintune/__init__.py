@@ -17,6 +17,7 @@ __all__ = [
     "run_compare",
     "run_demo",
     "run_evaluate",
+    "run_export",
     "run_generate",
     "run_merge",
     "run_prepare",

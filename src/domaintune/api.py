@@ -6,6 +6,7 @@ from .config import Config, config_reference, config_to_yaml, load_config
 from .demo import demo_config, run_demo
 from .errors import DomaintuneError
 from .evaluate import run_evaluate
+from .export import run_export
 from .generate import run_generate
 from .io import read_json
 from .merge import run_merge
@@ -24,6 +25,7 @@ __all__ = [
     "run_compare",
     "run_demo",
     "run_evaluate",
+    "run_export",
     "run_generate",
     "run_merge",
     "run_prepare",

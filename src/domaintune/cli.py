@@ -10,7 +10,7 @@ import sys
 
 from .errors import DomaintuneError
 
-VERBS = ("prepare", "train", "evaluate", "baseline", "compare", "merge", "generate", "demo", "config")
+VERBS = ("prepare", "train", "evaluate", "baseline", "compare", "merge", "export", "generate", "demo", "config")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
         "baseline": "fit TF-IDF + logistic regression on the prepared splits (a classic baseline)",
         "compare": "compare evaluated folders: quality, training and inference cost; report.html",
         "merge": "merge a LoRA run into a plain HF model folder (safetensors)",
+        "export": "write a run's model as GGUF (f16 and q8_0) for llama.cpp and Ollama",
         "generate": "answer a text with the base model or a run",
         "demo": "prepare, train and compare on the embedded model and data",
         "config": "print the resolved config (or the config reference)",
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--threads", type=int, help="torch threads in each timing process")
         if verb == "merge":
             p.add_argument("--out", help="output folder (default: RUN/merged)")
+        if verb == "export":
+            p.add_argument("--format", default="gguf", choices=["gguf"], help="file format")
+            p.add_argument("--out", help="output folder (default: RUN/gguf)")
         if verb == "demo":
             p.add_argument("--compare", action="store_true",
                            help="also train full fine-tuning and the TF-IDF baseline; write report.html")
@@ -87,6 +91,12 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
         if len(targets) != 1 or overrides:
             raise DomaintuneError("merge takes one LoRA run folder (and --out)")
         print(f"merged model written to {api.run_merge(targets[0], ns.out)}")
+        return 0
+    if ns.verb == "export":
+        if len(targets) != 1 or overrides:
+            raise DomaintuneError("export takes one run folder (and --format, --out)")
+        out = api.run_export(targets[0], ns.format, ns.out)
+        print(api.read_json(out / "export_card.json"))
         return 0
     if ns.verb not in ("evaluate", "generate") and targets:
         raise DomaintuneError(f"unexpected argument '{targets[0]}' (overrides are key=value)")
