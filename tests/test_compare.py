@@ -103,6 +103,7 @@ def test_compare_measures_every_model_and_writes_an_offline_report(evaluated):
     assert rows["lora-merged"]["inference_parameters"] == rows["base"]["inference_parameters"]
     assert rows["lora-merged"]["accuracy"] == rows["lora"]["accuracy"] and rows["lora-merged"]["merge_seconds"] >= 0
     assert rows["full"]["trainable_parameters"] == rows["full"]["total_parameters"]
+    assert rows["lora-merged"]["weights_bytes"] == rows["base"]["weights_bytes"] > rows["lora"]["weights_bytes"]
     assert "forgetting_pct" in rows["lora"] and rows["base"]["forgetting_pct"] == 0.0
     assert len(data["loss_curves"]["lora"]) == 2
     page = report.read_text()

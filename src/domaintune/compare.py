@@ -80,11 +80,15 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
             weights_dir(folder)
     elif metrics.get("target") == "base":
         row.update({"method": "base", "trainable_parameters": 0})
-        source = Path(resolve_model(row["base_model"]))
-        row["weights_bytes"] = sum(f.stat().st_size for f in source.glob("*.safetensors")) or None
+        row["weights_bytes"] = model_bytes(row["base_model"])
     else:
         raise DomaintuneError(f"{folder}: run_card.json is missing; it is neither a run folder nor runs/base")
     return row
+
+
+def model_bytes(model_name: str) -> int | None:
+    """Size of a model's safetensors files (a merged LoRA has exactly its base's tensors)."""
+    return sum(f.stat().st_size for f in Path(resolve_model(model_name)).glob("*.safetensors")) or None
 
 
 def check_same_base(rows: list[dict]) -> None:
@@ -102,7 +106,7 @@ def serving_rows(row: dict) -> list[dict]:
     if row["method"] != "lora":
         return [dict(row, variant=row["method"])]
     merged = dict(row, variant="lora-merged", name=f"{row['name']}-merged", trainable_parameters=0,
-                  quality_from=row["folder"])
+                  weights_bytes=model_bytes(row["base_model"]), quality_from=row["folder"])
     return [dict(row, variant="lora"), merged]
 
 
