@@ -124,3 +124,22 @@ def test_demo_flow_on_the_tiny_model(tiny_overrides, tmp_path):
     table = "\n".join(lines)
     assert "test ppl" in table and "accuracy" in table and "trainable params" in table
     assert [line.split()[0] for line in table.splitlines() if line.startswith(("base ", "lora "))] == ["base", "lora"]
+
+
+def test_demo_compare_writes_the_report_for_base_lora_full_and_tfidf(tiny_overrides, tmp_path):
+    from domaintune import demo_config, run_demo
+    from domaintune.compare import LatencySettings
+
+    cfg = demo_config(tiny_overrides + [f"evaluate.baseline_output_dir={tmp_path / 'runs' / 'tfidf'}", "threads=1",
+                                        "evaluate.samples=1"])
+    lines = []
+    report = run_demo(cfg, log=lines.append, compare=True,
+                      latency=LatencySettings(prompts=1, max_new_tokens=2, warmup=0, max_length=96))
+    assert report == tmp_path / "runs" / "compare" / "report.html"
+    rows = json.loads((report.parent / "comparison.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["base", "lora", "lora-merged", "full", "tfidf"]
+    full = json.loads((tmp_path / "runs" / "full" / "run_card.json").read_text())
+    assert full["method"] == "full" and full["train_rows"] == json.loads(
+        (tmp_path / "runs" / "lora" / "run_card.json").read_text())["train_rows"]
+    assert all(r["latency_p50_ms"] > 0 for r in rows)
+    assert "[7/7]" in "\n".join(lines)
