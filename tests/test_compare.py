@@ -211,3 +211,18 @@ def test_export_names_a_folder_that_is_no_run(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DomaintuneError, match=r"empty: not a complete run folder \(run_card.json is missing\)"):
         run_export(tmp_path / "empty")
+
+
+def test_rss_sampler_sees_a_short_lived_allocation():
+    import time
+
+    import numpy as np
+
+    from domaintune.latency import RssSampler
+
+    with RssSampler() as sampler:
+        before = sampler.peak
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched so that it is resident
+        time.sleep(0.05)
+        del block
+    assert sampler.peak - before >= 60 * 2**20

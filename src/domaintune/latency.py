@@ -6,7 +6,7 @@ compare starts `python -m domaintune.latency SPEC OUT` once per model, so that o
 What is timed: `model.generate` alone, per request (batch of one), greedy, exactly `max_new_tokens`
 new tokens (`min_new_tokens` equals it, so every model does the same work). Loading, prompt rendering
 and tokenization happen before the clock starts; `warmup` requests run first and are not counted.
-Memory: RSS right after loading, and the highest RSS seen by a 1 ms sampler while generating; on CUDA
+Memory: RSS right after loading, and the highest RSS seen by a 5 ms sampler while generating; on CUDA
 also the allocator's peak during generation.
 """
 
@@ -35,7 +35,7 @@ VARIANTS = ("base", "full", "lora", "lora-merged")
 class RssSampler:
     """Highest resident set size of this process while the `with` block runs."""
 
-    def __init__(self, interval: float = 0.001):
+    def __init__(self, interval: float = 0.005):
         self.interval, self.peak = interval, 0
         self._stop = threading.Event()
         self._proc = psutil.Process()
