@@ -4,13 +4,14 @@ Each folder becomes one row per way of serving it: the base model, a full fine-t
 unmerged (adapter on the base) and merged (one plain model), and the TF-IDF baseline. Quality comes
 from metrics.json (a merged LoRA has its adapter's quality: the weights are the same function), the
 training cost from run_card.json, and the inference cost from `latency.measure`, run in a fresh
-process per row. Outputs: comparison.json (every figure), report.md, report.html (self-contained).
+process per row (a merged LoRA is first written by `domaintune merge` and served from that folder). Outputs: comparison.json (every figure), report.md, report.html (self-contained).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -123,7 +124,14 @@ def measure_row(row: dict, texts: list[str], settings: LatencySettings, work_dir
     cfg = load_config(Path(row["folder"]) / "config.yaml", [f"threads={threads}"] if threads else [])
     spec = {"target": "base" if row["method"] == "base" else row["folder"], "variant": row["variant"],
             "config": cfg.model_dump(mode="json"), "texts": texts, **asdict(settings)}
-    return measure_in_subprocess(spec, work_dir)
+    if row["variant"] != "lora-merged":
+        return measure_in_subprocess(spec, work_dir)
+    from .merge import run_merge
+
+    tick = time.perf_counter()
+    spec["merged_dir"] = str(run_merge(row["folder"], work_dir / f"merged-{Path(row['folder']).name}"))
+    merge_seconds = round(time.perf_counter() - tick, 3)  # `domaintune merge`: load, merge, save
+    return measure_in_subprocess(spec, work_dir) | {"merge_seconds": merge_seconds}
 
 
 def run_compare(

@@ -25,6 +25,7 @@ import torch
 from .config import Config, validate_config
 from .errors import DomaintuneError
 from .io import atomic_write_json
+from .models import load_causal_lm, load_tokenizer
 from .render import prompt_ids
 from .runs import load_run_model
 from .runtime import configure_threads, device_name
@@ -63,12 +64,17 @@ def measure(spec: dict) -> dict:
     configure_threads(cfg.threads)
     device = device_name()
     started = time.perf_counter()
-    model, tokenizer = load_run_model(spec["target"], cfg)
     merge_seconds = None
-    if spec["variant"] == "lora-merged":
-        tick = time.perf_counter()
-        model = model.merge_and_unload()
-        merge_seconds = round(time.perf_counter() - tick, 3)
+    if spec.get("merged_dir"):
+        # A merged LoRA is served as `domaintune merge` wrote it: a plain model folder. Merging in this
+        # process instead would leave the mmapped base weights and their merged copies both resident.
+        model, tokenizer = load_causal_lm(spec["merged_dir"]), load_tokenizer(spec["merged_dir"])
+    else:
+        model, tokenizer = load_run_model(spec["target"], cfg)
+        if spec["variant"] == "lora-merged":
+            tick = time.perf_counter()
+            model = model.merge_and_unload()
+            merge_seconds = round(time.perf_counter() - tick, 3)
     model.eval().to(device)
     load_seconds = time.perf_counter() - started
     rss_after_load = psutil.Process().memory_info().rss
