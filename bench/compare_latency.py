@@ -92,6 +92,7 @@ def main() -> int:
     print(f"latency median spread across runs (%): {summary['latency_median_spread_pct']}")
     for name, f in summary.get("gguf", {}).items():
         print(f"{name}: {f['bytes'] / 2**20:.1f} MiB, max |logit diff| {f['max_abs_logit_diff']}, "
+              f"mean |logit diff| {f['mean_abs_logit_diff']}, "
               f"top-1 agreement {f['top1_agreement']} over {f['positions_compared']} positions")
     return 0
 

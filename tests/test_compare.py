@@ -191,6 +191,7 @@ def test_gguf_export_reads_back_in_transformers(evaluated):
     card = json.loads((out / "export_card.json").read_text())
     f16, q8 = card["files"]["model-f16.gguf"], card["files"]["model-q8_0.gguf"]
     assert f16["max_abs_logit_diff"] < 1e-2 and f16["top1_agreement"] == 1.0
+    assert 0 < f16["mean_abs_logit_diff"] <= f16["max_abs_logit_diff"]
     assert 0.8 <= q8["top1_agreement"] <= 1.0 and q8["bytes"] < f16["bytes"]
     # Independently of the card: the f16 file's logits equal the merged adapter model's.
     loaded = AutoModelForCausalLM.from_pretrained(str(out), gguf_file="model-f16.gguf", dtype=torch.float32).eval()

@@ -4,7 +4,8 @@ Each folder becomes one row per way of serving it: the base model, a full fine-t
 unmerged (adapter on the base) and merged (one plain model), and the TF-IDF baseline. Quality comes
 from metrics.json (a merged LoRA has its adapter's quality: the weights are the same function), the
 training cost from run_card.json, and the inference cost from `latency.measure`, run in a fresh
-process per row (a merged LoRA is first written by `domaintune merge` and served from that folder). Outputs: comparison.json (every figure), report.md, report.html (self-contained).
+process per row (a merged LoRA is first written by `domaintune merge` and served from that folder).
+Outputs: comparison.json (every figure), report.md, report.html (self-contained).
 """
 
 from __future__ import annotations

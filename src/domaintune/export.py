@@ -126,15 +126,16 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
 def round_trip(model: PreTrainedModel, folder: Path, filename: str, prompts: list[list[int]]) -> dict:
     """Load the file back with transformers' GGUF loader; compare logits with the source model."""
     loaded = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=filename, dtype=torch.float32).eval()
-    max_diff, agree, total = 0.0, 0, 0
+    max_diff, sum_diff, agree, total = 0.0, 0.0, 0, 0
     for ids in prompts:
         x = torch.tensor([ids])
         want, got = model(input_ids=x).logits[0], loaded(input_ids=x).logits[0]
         max_diff = max(max_diff, float((want - got).abs().max()))
+        sum_diff += float((want - got).abs().mean()) * len(ids)
         agree += int((want.argmax(-1) == got.argmax(-1)).sum())
         total += len(ids)
-    return {"max_abs_logit_diff": round(max_diff, 6), "top1_agreement": round(agree / total, 5),
-            "positions_compared": total}
+    return {"max_abs_logit_diff": round(max_diff, 6), "mean_abs_logit_diff": round(sum_diff / max(total, 1), 6),
+            "top1_agreement": round(agree / total, 5), "positions_compared": total}
 
 
 def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | None = None,
