@@ -101,6 +101,7 @@ def test_compare_measures_every_model_and_writes_an_offline_report(evaluated):
         assert row["load_seconds"] > 0 and row["total_parameters"] > 0
     assert rows["lora"]["inference_parameters"] > rows["lora-merged"]["inference_parameters"]
     assert rows["lora-merged"]["inference_parameters"] == rows["base"]["inference_parameters"]
+    assert rows["lora-merged"]["total_parameters"] == rows["base"]["total_parameters"]
     assert rows["lora-merged"]["accuracy"] == rows["lora"]["accuracy"] and rows["lora-merged"]["merge_seconds"] >= 0
     assert rows["full"]["trainable_parameters"] == rows["full"]["total_parameters"]
     assert rows["lora-merged"]["weights_bytes"] == rows["base"]["weights_bytes"] > rows["lora"]["weights_bytes"]

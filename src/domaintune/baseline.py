@@ -21,7 +21,6 @@ from .errors import DomaintuneError
 from .io import atomic_write_json, staged_dir
 from .metrics import classification_metrics
 from .prepare import read_data_card, read_split
-from .runtime import peak_rss_bytes
 
 METHOD = "tfidf-logreg"
 
@@ -35,7 +34,11 @@ def build_pipeline(seed: int) -> Pipeline:
 
 
 def run_baseline(cfg: Config) -> dict:
-    """Fit on the train split, score the test split; write the folder and return its metrics."""
+    """Fit on the train split, score the test split; write the folder and return its metrics.
+
+    No peak memory is recorded: the process's peak (ru_maxrss) would be whatever ran before the fit
+    in the same process (in `demo --compare`, two trainings), not the baseline's own few MiB.
+    """
     labels = read_data_card(cfg.data.output_dir).get("labels")
     if not labels:
         raise DomaintuneError(
@@ -74,7 +77,6 @@ def run_baseline(cfg: Config) -> dict:
             "train_rows": len(train),
             "vocabulary_size": len(pipeline.named_steps["tfidf"].vocabulary_),
             "train_wall_seconds": round(wall, 3),
-            "peak_rss_bytes": peak_rss_bytes(),
             "trainable_parameters": parameters,
             "total_parameters": parameters,
             "weights_bytes": len(blob),

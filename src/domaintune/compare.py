@@ -107,8 +107,11 @@ def serving_rows(row: dict) -> list[dict]:
     """One row per way of serving the folder; a LoRA run is served unmerged and merged."""
     if row["method"] != "lora":
         return [dict(row, variant=row["method"])]
+    merged_parameters = (row["total_parameters"] - row["trainable_parameters"]
+                         if row.get("total_parameters") is not None else None)  # the adapter folds in
     merged = dict(row, variant="lora-merged", name=f"{row['name']}-merged", trainable_parameters=0,
-                  weights_bytes=model_bytes(row["base_model"]), quality_from=row["folder"])
+                  total_parameters=merged_parameters, weights_bytes=model_bytes(row["base_model"]),
+                  quality_from=row["folder"])
     return [dict(row, variant="lora"), merged]
 
 
