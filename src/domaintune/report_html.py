@@ -58,9 +58,15 @@ def quality_cost_plot(rows: list[dict]) -> str | None:
     fig, axes = plt.subplots(1, len(costs), figsize=(4 * len(costs), 3.2), squeeze=False)
     for ax, (key, label) in zip(axes[0], costs, strict=True):
         for row in rows:
-            if row.get(key) is None or row.get(quality) is None:
+            value = row.get(key)
+            if key == "train_wall_seconds":
+                if row["variant"] == "lora-merged":
+                    continue  # the same training as its unmerged row
+                if row["variant"] == "base":
+                    value = 0.0  # the base costs no training
+            if value is None or row.get(quality) is None:
                 continue
-            x = row[key] / 2**20 if key.endswith("bytes") else row[key]
+            x = value / 2**20 if key.endswith("bytes") else value
             ax.scatter([x], [row[quality]])
             ax.annotate(row["name"], (x, row[quality]), fontsize=8, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(label)
