@@ -38,5 +38,19 @@ def test_unexpected_positional(capsys):
 
 def test_python_dash_m_runs():
     out = subprocess.run([sys.executable, "-m", "domaintune", "--help"], capture_output=True, text=True, check=True)
-    for verb in ("prepare", "train", "evaluate", "compare", "generate", "demo", "serve", "feedback"):
+    for verb in ("prepare", "train", "evaluate", "baseline", "compare", "merge", "export", "generate", "demo",
+                 "serve", "feedback"):
         assert verb in out.stdout
+
+
+def test_merge_and_export_name_a_missing_run_in_one_line(tmp_path, capsys):
+    assert main(["merge", str(tmp_path / "gone")]) == 2
+    assert main(["export", str(tmp_path / "gone"), "--format", "gguf"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"domaintune merge: error: run folder not found: {tmp_path / 'gone'}",
+                   f"domaintune export: error: run folder not found: {tmp_path / 'gone'}"]
+
+
+def test_compare_cli_prints_the_table(tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "nothing"), "--no-latency"]) == 2
+    assert "nothing: folder not found" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from domaintune import load_config, run_compare, run_evaluate, run_prepare, run_train
+from domaintune import load_config, run_compare, run_evaluate, run_merge, run_prepare, run_train
 from domaintune.models import embedded_gguf, resolve_model
 from domaintune.runs import load_run_model
 
@@ -49,7 +49,8 @@ def test_real_model_lora_few_steps(tmp_path):
         f"train.output_dir={tmp_path / 'lora'}",
         f"evaluate.base_output_dir={tmp_path / 'base'}",
         "train.max_steps=2", "train.batch_size=4", "train.max_train_rows=16", "train.max_length=96",
-        "evaluate.max_examples=6", "evaluate.max_length=96", "evaluate.batch_size=6",
+        "evaluate.max_examples=6", "evaluate.max_length=96", "evaluate.batch_size=6", "evaluate.samples=1",
+        "evaluate.sample_max_new_tokens=4",
     ])
     run_prepare(cfg)
     run_dir = run_train(cfg)
@@ -66,5 +67,11 @@ def test_real_model_lora_few_steps(tmp_path):
     with torch.no_grad():
         assert torch.equal(ours.eval()(input_ids=ids).logits, plain.eval()(input_ids=ids).logits)
 
-    report = run_compare([tmp_path / "base", run_dir], tmp_path / "cmp", ["base", "lora"]).read_text()
-    assert "| lora |" in report
+    assert 1 < base["general_perplexity"] < 1000 and len(tuned["samples"]) == 1
+
+    report = run_compare([tmp_path / "base", run_dir], tmp_path / "cmp", ["base", "lora"])
+    assert "| lora |" in (report.parent / "report.md").read_text()
+
+    merged = AutoModelForCausalLM.from_pretrained(run_merge(run_dir)).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, ours(input_ids=ids).logits, atol=1e-4)

@@ -48,7 +48,7 @@ def test_real_model_serve_vote_export_dpo(tmp_path):
     assert json.loads((dpo / "run_card.json").read_text())["method"] == "dpo"
     tuned = run_evaluate(dpo_cfg, str(dpo))
     assert 1 < tuned["perplexity"] < 1000
-    report = run_compare([dpo], tmp_path / "cmp", ["dpo"]).read_text()
+    report = run_compare([dpo], tmp_path / "cmp", ["dpo"]).with_name("report.md").read_text()
     assert "| dpo |" in report
     both = ModelPool([str(lora), str(dpo)], include_base=False, cfg=cfg)
     assert sorted(both.models) == ["dpo", "lora"] and both.get("dpo").model is both.get("lora").model

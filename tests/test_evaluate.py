@@ -5,8 +5,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domaintune.config import PromptConfig
-from domaintune.evaluate import classification_metrics, classify, perplexity, score_options
+from domaintune.metrics import classification_metrics
 from domaintune.render import answer_ids, prompt_ids
+from domaintune.scoring import classify, perplexity, score_options
 
 
 @pytest.fixture(scope="module")

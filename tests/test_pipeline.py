@@ -61,8 +61,8 @@ def test_evaluate_and_compare(lora_run, tmp_path):
         assert m["test_rows"] == 12 and m["perplexity"] > 1 and 0 <= m["accuracy"] <= 1
     assert (run_dir / "metrics.json").is_file() and (tmp_path / "runs" / "base" / "config.yaml").is_file()
     report = run_compare([tmp_path / "runs" / "base", run_dir], tmp_path / "cmp", ["base", "lora"])
-    text = report.read_text()
-    assert "| base |" in text and "| lora |" in text and "test perplexity" in text
+    text = (report.parent / "report.md").read_text()
+    assert "| base |" in text and "| lora |" in text and "| lora-merged |" in text and "test ppl" in text
 
 
 def test_full_fine_tuning_is_one_key_away(tiny_overrides, tmp_path):
@@ -123,9 +123,9 @@ def test_demo_flow_on_the_tiny_model(tiny_overrides, tmp_path):
 
     lines = []
     report = run_demo(demo_config(tiny_overrides), log=lines.append)
-    assert report == tmp_path / "runs" / "lora" / "report.md"
+    assert report == tmp_path / "runs" / "lora" / "report.html"
     table = "\n".join(lines)
-    assert "test perplexity" in table and "accuracy" in table and "trainable params" in table
+    assert "test ppl" in table and "accuracy" in table and "trainable params" in table
     assert [line.split()[0] for line in table.splitlines() if line.startswith(("base ", "lora "))] == ["base", "lora"]
 
 
@@ -160,3 +160,22 @@ def test_instruction_data_trains_as_sft_on_the_answers(tiny_overrides, tmp_path)
     assert "Twice a day" in learned and "How is drug" not in learned
     card = json.loads((run_train(cfg) / "run_card.json").read_text())
     assert card["task"] == "sft" and card["steps"] == 3
+
+
+def test_demo_compare_writes_the_report_for_base_lora_full_and_tfidf(tiny_overrides, tmp_path):
+    from domaintune import demo_config, run_demo
+    from domaintune.compare import LatencySettings
+
+    cfg = demo_config(tiny_overrides + [f"evaluate.baseline_output_dir={tmp_path / 'runs' / 'tfidf'}", "threads=1",
+                                        "evaluate.samples=1"])
+    lines = []
+    report = run_demo(cfg, log=lines.append, compare=True,
+                      latency=LatencySettings(prompts=1, max_new_tokens=2, warmup=0, max_length=96))
+    assert report == tmp_path / "runs" / "compare" / "report.html"
+    rows = json.loads((report.parent / "comparison.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["base", "lora", "lora-merged", "full", "tfidf"]
+    full = json.loads((tmp_path / "runs" / "full" / "run_card.json").read_text())
+    assert full["method"] == "full" and full["train_rows"] == json.loads(
+        (tmp_path / "runs" / "lora" / "run_card.json").read_text())["train_rows"]
+    assert all(r["latency_p50_ms"] > 0 for r in rows)
+    assert "[7/7]" in "\n".join(lines)

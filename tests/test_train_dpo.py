@@ -77,7 +77,7 @@ def test_dpo_run_prefers_the_chosen_answers(tiny_overrides, preference_file, tin
     assert metrics["perplexity"] > 1 and 0 <= metrics["accuracy"] <= 1
     run_evaluate(cfg)
     report = run_compare([tmp_path / "runs" / "base", run_dir], tmp_path / "cmp", ["base", "dpo"])
-    assert "| dpo |" in report.read_text()
+    assert "| dpo |" in report.with_name("report.md").read_text()
     pool = ModelPool([str(run_dir)], include_base=True, cfg=cfg)
     served = pool.generate("dpo", pool.chat_ids("dpo", [{"role": "user", "content": PAIRS[0][0]}]),
                            GenParams(max_tokens=3, temperature=0))

@@ -10,7 +10,8 @@ import sys
 
 from .errors import DomaintuneError
 
-VERBS = ("prepare", "train", "evaluate", "compare", "generate", "demo", "config", "serve", "feedback")
+VERBS = ("prepare", "train", "evaluate", "baseline", "compare", "merge", "export", "generate", "demo", "config",
+         "serve", "feedback")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,7 +21,10 @@ def _parser() -> argparse.ArgumentParser:
         "prepare": "clean, deduplicate and split the data; write a data card",
         "train": "train LoRA or full fine-tuning into a run folder",
         "evaluate": "evaluate a run folder (or 'base') on the test split",
-        "compare": "tabulate evaluated folders into report.md",
+        "baseline": "fit TF-IDF + logistic regression on the prepared splits (a classic baseline)",
+        "compare": "compare evaluated folders: quality, training and inference cost; report.html",
+        "merge": "merge a LoRA run into a plain HF model folder (safetensors)",
+        "export": "write a run's model as GGUF (f16 and q8_0) for llama.cpp and Ollama",
         "generate": "answer a text with the base model or a run",
         "demo": "prepare, train and compare on the embedded model and data",
         "config": "print the resolved config (or the config reference)",
@@ -32,7 +36,22 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", help="YAML config file (defaults apply without it)")
         p.add_argument("args", nargs="*", help="key=value overrides, plus targets where the verb takes them")
         if verb == "compare":
-            p.add_argument("--out", default="runs/compare", help="folder for report.md and comparison.json")
+            p.add_argument("--out", default="runs/compare", help="folder for comparison.json, report.md/.html")
+            p.add_argument("--names", help="comma-separated display names, one per folder")
+            p.add_argument("--no-latency", action="store_true", help="skip the inference timing")
+            p.add_argument("--prompts", type=int, default=8, help="test rows timed per model")
+            p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per request")
+            p.add_argument("--warmup", type=int, default=2, help="untimed requests before timing")
+            p.add_argument("--repeats", type=int, default=1, help="passes over the timed prompts")
+            p.add_argument("--threads", type=int, help="torch threads in each timing process")
+        if verb == "merge":
+            p.add_argument("--out", help="output folder (default: RUN/merged)")
+        if verb == "export":
+            p.add_argument("--format", default="gguf", choices=["gguf"], help="file format")
+            p.add_argument("--out", help="output folder (default: RUN/gguf)")
+        if verb == "demo":
+            p.add_argument("--compare", action="store_true",
+                           help="also train full fine-tuning and the TF-IDF baseline; write report.html")
         if verb == "generate":
             p.add_argument("--text", required=True, help="the document (or, with --raw, the message)")
             p.add_argument("--raw", action="store_true", help="send --text as a plain chat message")
@@ -79,7 +98,23 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
     if ns.verb == "compare":
         if overrides:
             raise DomaintuneError(f"compare takes folders, not overrides: {overrides[0]}")
-        print(api.run_compare(targets, ns.out).read_text(encoding="utf-8"))
+        latency = None if ns.no_latency else api.LatencySettings(ns.prompts, ns.max_new_tokens, ns.warmup,
+                                                                  ns.repeats)
+        names = ns.names.split(",") if ns.names else None
+        report = api.run_compare(targets, ns.out, names, latency, ns.threads, log=print)
+        rows = api.read_json(report.parent / "comparison.json")["rows"]
+        print(api.text_table(rows) + f"\nreport: {report}")
+        return 0
+    if ns.verb == "merge":
+        if len(targets) != 1 or overrides:
+            raise DomaintuneError("merge takes one LoRA run folder (and --out)")
+        print(f"merged model written to {api.run_merge(targets[0], ns.out)}")
+        return 0
+    if ns.verb == "export":
+        if len(targets) != 1 or overrides:
+            raise DomaintuneError("export takes one run folder (and --format, --out)")
+        out = api.run_export(targets[0], ns.format, ns.out)
+        print(api.read_json(out / "export_card.json"))
         return 0
     if ns.verb == "feedback":
         if targets != ["export"] or overrides:
@@ -92,7 +127,7 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
         raise DomaintuneError(f"unexpected argument '{targets[0]}' (overrides are key=value)")
     if ns.verb == "demo":
         cfg = api.demo_config(overrides) if not ns.config else api.load_config(ns.config, overrides)
-        api.run_demo(cfg)
+        api.run_demo(cfg, compare=ns.compare)
         return 0
     cfg = api.load_config(ns.config, overrides)
     if ns.verb == "config":
@@ -103,6 +138,9 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
 
         folder = api.run_prepare(cfg)
         print(f"{summarize(read_data_card(folder))}\nprepared data written to {folder} (see data_card.md)")
+    elif ns.verb == "baseline":
+        metrics = api.run_baseline(cfg)
+        print(f"{cfg.evaluate.baseline_output_dir}: accuracy {metrics['accuracy']}, macro-F1 {metrics['macro_f1']}")
     elif ns.verb == "train":
         print(f"run folder written to {api.run_train(cfg, resume=ns.resume)}")
     elif ns.verb == "evaluate":

@@ -1,50 +1,199 @@
-"""Stage 4, compare: metrics.json (+ run_card.json) of several folders -> one table and report.md."""
+"""Stage 4, compare: evaluated folders (+ their run cards, + measured inference cost) -> one report.
+
+Each folder becomes one row per way of serving it: the base model, a full fine-tune, a LoRA run both
+unmerged (adapter on the base) and merged (one plain model), and the TF-IDF baseline. Quality comes
+from metrics.json (a merged LoRA has its adapter's quality: the weights are the same function), the
+training cost from run_card.json, and the inference cost from `latency.measure`, run in a fresh
+process per row (a merged LoRA is first written by `domaintune merge` and served from that folder).
+Outputs: comparison.json (every figure), report.md, report.html (self-contained).
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .config import load_config
 from .errors import DomaintuneError
 from .io import atomic_write_json, atomic_write_text, read_json
+from .latency import measure_in_subprocess
+from .models import resolve_model
+from .prepare import read_split
+
+QUALITY_KEYS = ("perplexity", "test_loss", "accuracy", "macro_f1", "general_perplexity", "per_class",
+                "confusion_matrix", "samples", "test_rows", "latency_p50_ms", "latency_p95_ms")
+CARD_KEYS = ("trainable_parameters", "total_parameters", "weights_bytes", "train_wall_seconds",
+             "train_tokens_per_second", "steps", "train_tokens")
 
 COLUMNS = [
-    # (key, header, format)
+    # (key in comparison.json rows, header, format)
     ("name", "model", "{}"),
-    ("perplexity", "test perplexity", "{:.3f}"),
+    ("perplexity", "test ppl", "{:.3f}"),
     ("accuracy", "accuracy", "{:.3f}"),
     ("macro_f1", "macro-F1", "{:.3f}"),
+    ("general_perplexity", "general ppl", "{:.2f}"),
     ("trainable_parameters", "trainable params", "{:,}"),
-    ("weights_bytes", "weights on disk", "{}"),
-    ("train_wall_seconds", "train time (s)", "{:.1f}"),
+    ("total_parameters", "total params", "{:,}"),
+    ("weights_bytes", "size on disk", "bytes"),
+    ("train_wall_seconds", "train s", "{:.1f}"),
     ("train_tokens_per_second", "train tok/s", "{:.0f}"),
+    ("peak_train_rss_bytes", "peak train mem", "bytes"),
+    ("load_seconds", "load s", "{:.2f}"),
+    ("latency_p50_ms", "p50 ms", "{:.1f}"),
+    ("latency_p95_ms", "p95 ms", "{:.1f}"),
+    ("generated_tokens_per_second", "gen tok/s", "{:.1f}"),
+    ("rss_after_load_bytes", "mem after load", "bytes"),
+    ("peak_rss_generating_bytes", "peak mem generating", "bytes"),
 ]
 
 
-def comparison_row(folder: str | Path, name: str | None = None) -> dict:
+@dataclass
+class LatencySettings:
+    prompts: int = 8  # the first test rows, rendered as the task's prompt
+    max_new_tokens: int = 16
+    warmup: int = 2
+    repeats: int = 1
+    max_length: int = 160
+
+
+def read_folder(folder: str | Path, name: str | None = None) -> dict:
+    """The evaluated figures of one folder, checked: a clear error names what is missing."""
     folder = Path(folder)
-    metrics_path = folder / "metrics.json"
-    if not metrics_path.is_file():
+    if not folder.is_dir():
+        raise DomaintuneError(f"{folder}: folder not found")
+    if not (folder / "metrics.json").is_file():
         raise DomaintuneError(f"{folder}: metrics.json is missing; run `domaintune evaluate {folder}` first")
-    row = {"name": name or folder.name, "folder": str(folder)}
-    row.update(read_json(metrics_path))
-    card_path = folder / "run_card.json"
-    if card_path.is_file():
-        card = read_json(card_path)
-        row.update({k: card.get(k) for k in (
-            "method", "trainable_parameters", "total_parameters", "weights_bytes",
-            "train_wall_seconds", "train_tokens_per_second", "peak_rss_bytes")})
-    else:
+    if not (folder / "config.yaml").is_file():
+        raise DomaintuneError(f"{folder}: config.yaml is missing; the folder is incomplete")
+    metrics = read_json(folder / "metrics.json")
+    row: dict = {"name": name or folder.name, "folder": str(folder), "base_model": metrics.get("base_model")}
+    row.update({k: metrics[k] for k in QUALITY_KEYS if k in metrics})
+    if (folder / "run_card.json").is_file():
+        card = read_json(folder / "run_card.json")
+        row["method"] = card.get("method")
+        row.update({k: card.get(k) for k in CARD_KEYS})
+        row["peak_train_rss_bytes"] = card.get("peak_rss_bytes")
+        if row["method"] in ("lora", "full"):
+            from .runs import weights_dir  # checks adapter/ or model/ is complete
+
+            weights_dir(folder)
+    elif metrics.get("target") == "base":
         row.update({"method": "base", "trainable_parameters": 0})
+        row["weights_bytes"] = model_bytes(row["base_model"])
+    else:
+        raise DomaintuneError(f"{folder}: run_card.json is missing; it is neither a run folder nor runs/base")
     return row
 
 
-def _cell(value, fmt: str) -> str:
-    if value is None:
-        return "-"
-    if fmt == "{}" and isinstance(value, int):
-        return human_bytes(value)
-    return fmt.format(value)
+def model_bytes(model_name: str) -> int | None:
+    """Size of a model's safetensors files (a merged LoRA has exactly its base's tensors)."""
+    return sum(f.stat().st_size for f in Path(resolve_model(model_name)).glob("*.safetensors")) or None
+
+
+def check_same_base(rows: list[dict]) -> None:
+    llm = [r for r in rows if r["method"] in ("base", "lora", "full")]
+    for row in llm[1:]:
+        if row["base_model"] != llm[0]["base_model"]:
+            raise DomaintuneError(
+                f"{row['folder']}: trained from base model '{row['base_model']}', but {llm[0]['folder']} "
+                f"uses '{llm[0]['base_model']}'; compare runs of one base model"
+            )
+
+
+def serving_rows(row: dict) -> list[dict]:
+    """One row per way of serving the folder; a LoRA run is served unmerged and merged."""
+    if row["method"] != "lora":
+        return [dict(row, variant=row["method"])]
+    merged_parameters = (row["total_parameters"] - row["trainable_parameters"]
+                         if row.get("total_parameters") is not None else None)  # the adapter folds in
+    merged = dict(row, variant="lora-merged", name=f"{row['name']}-merged", trainable_parameters=0,
+                  total_parameters=merged_parameters, weights_bytes=model_bytes(row["base_model"]),
+                  quality_from=row["folder"])
+    return [dict(row, variant="lora"), merged]
+
+
+def latency_texts(rows: list[dict], settings: LatencySettings) -> list[str]:
+    cfg = load_config(Path(rows[0]["folder"]) / "config.yaml")
+    texts = [r["text"] for r in read_split(cfg.data.output_dir, "test")[: settings.prompts]]
+    if not texts:
+        raise DomaintuneError(f"{cfg.data.output_dir}: no test rows to time generation on")
+    return texts
+
+
+def measure_row(row: dict, texts: list[str], settings: LatencySettings, work_dir: Path,
+                threads: int | None) -> dict:
+    cfg = load_config(Path(row["folder"]) / "config.yaml", [f"threads={threads}"] if threads else [])
+    spec = {"target": "base" if row["method"] == "base" else row["folder"], "variant": row["variant"],
+            "config": cfg.model_dump(mode="json"), "texts": texts, **asdict(settings)}
+    if row["variant"] != "lora-merged":
+        return measure_in_subprocess(spec, work_dir)
+    from .merge import run_merge
+
+    tick = time.perf_counter()
+    spec["merged_dir"] = str(run_merge(row["folder"], work_dir / f"merged-{Path(row['folder']).name}"))
+    merge_seconds = round(time.perf_counter() - tick, 3)  # `domaintune merge`: load, merge, save
+    return measure_in_subprocess(spec, work_dir) | {"merge_seconds": merge_seconds}
+
+
+def run_compare(
+    folders: list[str | Path],
+    output_dir: str | Path,
+    names: list[str] | None = None,
+    latency: LatencySettings | None = None,
+    threads: int | None = None,
+    log=lambda line: None,
+) -> Path:
+    """Write comparison.json, report.md and report.html for the folders; returns the HTML report's path."""
+    if not folders:
+        raise DomaintuneError("compare needs at least one evaluated folder (a run folder or runs/base)")
+    if names and len(names) != len(folders):
+        raise DomaintuneError(f"compare got {len(names)} names for {len(folders)} folders")
+    folder_rows = [read_folder(f, names[i] if names else None) for i, f in enumerate(folders)]
+    check_same_base(folder_rows)
+    rows = [r for row in folder_rows for r in serving_rows(row)]
+    output_dir = Path(output_dir)
+    texts: list[str] = []
+    if latency is not None and any(r["variant"] != "tfidf-logreg" for r in rows):
+        texts = latency_texts([r for r in rows if r["variant"] != "tfidf-logreg"], latency)
+        for row in rows:
+            if row["variant"] in ("base", "full", "lora", "lora-merged"):
+                log(f"timing {row['name']} ({row['variant']}) in a fresh process")
+                row.update(measure_row(row, texts, latency, output_dir / ".latency", threads))
+                if row["variant"] == "base":
+                    row["total_parameters"] = row["inference_parameters"]
+        shutil.rmtree(output_dir / ".latency", ignore_errors=True)
+    add_relative_figures(rows)
+    report = {"rows": rows, "latency_settings": asdict(latency) if latency else None, "latency_texts": texts,
+              "loss_curves": {r["name"]: loss_curve(r["folder"]) for r in rows if r["variant"] in ("lora", "full")}}
+    atomic_write_json(output_dir / "comparison.json", report)
+    atomic_write_text(output_dir / "report.md", render_markdown(rows))
+    from .report_html import render_html
+
+    return atomic_write_text(output_dir / "report.html", render_html(report))
+
+
+def loss_curve(folder: str) -> list[dict]:
+    path = Path(folder) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{"step": r["step"], "loss": r["loss"]} for r in records if "loss" in r and "step" in r]
+
+
+def add_relative_figures(rows: list[dict]) -> None:
+    """Changes against the base row: domain gain and general-text forgetting, in percent."""
+    base = next((r for r in rows if r["variant"] == "base"), None)
+    if base is None:
+        return
+    for row in rows:
+        for key, out in (("perplexity", "perplexity_change_pct"), ("general_perplexity", "forgetting_pct")):
+            if row.get(key) is not None and base.get(key):
+                row[out] = round((row[key] / base[key] - 1) * 100, 2)
+        if row.get("latency_p50_ms") is not None and base.get("latency_p50_ms"):
+            row["latency_vs_base"] = round(row["latency_p50_ms"] / base["latency_p50_ms"], 3)
 
 
 def human_bytes(n: int) -> str:
@@ -56,47 +205,38 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def markdown_table(rows: list[dict]) -> str:
-    header = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in COLUMNS) + " |" for r in rows]
-    return "\n".join([header, rule, *body])
+def cell(value, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if fmt == "bytes":
+        return human_bytes(value)
+    return fmt.format(value)
+
+
+def table_cells(rows: list[dict]) -> list[list[str]]:
+    present = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    return [[h for _, h, _ in present]] + [[cell(r.get(k), f) for k, _, f in present] for r in rows]
 
 
 def text_table(rows: list[dict]) -> str:
-    cells = [[h for _, h, _ in COLUMNS]] + [[_cell(r.get(k), f) for k, _, f in COLUMNS] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in cells]
+    cells = table_cells(rows)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def run_compare(folders: list[str | Path], output_dir: str | Path, names: list[str] | None = None) -> Path:
-    """Write report.md and comparison.json for the given evaluated folders; returns the report path."""
-    if not folders:
-        raise DomaintuneError("compare needs at least one evaluated folder (a run folder or runs/base)")
-    rows = [comparison_row(f, names[i] if names else None) for i, f in enumerate(folders)]
-    output_dir = Path(output_dir)
-    atomic_write_json(output_dir / "comparison.json", rows)
-    report = render_report(rows)
-    path = atomic_write_text(output_dir / "report.md", report)
-    return path
-
-
-def render_report(rows: list[dict]) -> str:
-    lines = ["# domaintune comparison", "", markdown_table(rows), ""]
-    base = next((r for r in rows if r.get("method") == "base"), None)
+def render_markdown(rows: list[dict]) -> str:
+    cells = table_cells(rows)
+    lines = ["# domaintune comparison", "", "| " + " | ".join(cells[0]) + " |",
+             "|" + "|".join("---" for _ in cells[0]) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    lines.append("")
     for row in rows:
-        if base is None or row is base or row.get("perplexity") is None:
-            continue
-        change = (row["perplexity"] / base["perplexity"] - 1) * 100
-        line = f"- **{row['name']}**: test perplexity {change:+.1f}% vs {base['name']}"
-        if row.get("accuracy") is not None and base.get("accuracy") is not None:
-            line += f", accuracy {row['accuracy'] - base['accuracy']:+.3f}"
-            line += f", macro-F1 {row['macro_f1'] - base['macro_f1']:+.3f}"
-        lines.append(line)
-    lines += ["", "Perplexity is token-weighted over the test documents' text; accuracy and macro-F1 come from "
-              "scoring each label's log-likelihood as the assistant's answer.", "",
-              "<details><summary>raw figures</summary>", "", "```json", json.dumps(rows, indent=2), "```",
-              "", "</details>", ""]
+        if row.get("perplexity_change_pct") is not None and row["variant"] != "base":
+            line = f"- **{row['name']}**: test perplexity {row['perplexity_change_pct']:+.1f}% vs base"
+            if row.get("forgetting_pct") is not None:
+                line += f", general-text perplexity {row['forgetting_pct']:+.1f}% (forgetting)"
+            lines.append(line)
+    lines += ["", "Every figure is a field of comparison.json; report.html has the plots and samples.", ""]
     return "\n".join(lines)

@@ -256,6 +256,16 @@ class EvaluateConfig(_Section):
     base_output_dir: str = Field(
         "runs/base", description="Where `evaluate` writes the base model's metrics."
     )
+    general_text: str | None = Field(
+        None,
+        description="Forgetting check: a text file (one passage per line) scored for perplexity by every "
+        "model; unset: the general English passages shipped with domaintune. Empty string: skip.",
+    )
+    samples: int = Field(3, ge=0, description="Test rows answered greedily and kept as generation samples.")
+    sample_max_new_tokens: int = Field(24, ge=1, description="Token budget of each generation sample.")
+    baseline_output_dir: str = Field(
+        "runs/tfidf", description="Where `domaintune baseline` writes the TF-IDF + logistic regression metrics."
+    )
 
 
 class Config(_Section):

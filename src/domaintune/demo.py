@@ -1,15 +1,19 @@
 """`domaintune demo`: the whole path on the embedded model and data, sized for a 2-core CPU.
 
-prepare -> evaluate base -> LoRA-train -> evaluate adapted -> compare. The settings live in
+prepare -> evaluate base -> LoRA-train -> evaluate adapted -> compare. With `--compare` it also fits
+the TF-IDF baseline and trains full fine-tuning on the same rows, then times every model and writes
+report.html for base vs LoRA (unmerged and merged) vs full vs TF-IDF. The settings live in
 `DEMO_SETTINGS` (the same keys as any config); `configs/demo.yaml` spells them out and a test keeps the
 two equal.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from .compare import comparison_row, run_compare, text_table
+from .baseline import run_baseline
+from .compare import LatencySettings, run_compare, text_table
 from .config import Config, load_config
 from .evaluate import run_evaluate
 from .prepare import run_prepare
@@ -34,28 +38,55 @@ DEMO_SETTINGS = [
     "evaluate.max_examples=120",
     "evaluate.max_length=160",
     f"evaluate.base_output_dir={DEMO_ROOT}/base",
+    f"evaluate.baseline_output_dir={DEMO_ROOT}/tfidf",
 ]
+FULL_LEARNING_RATE = 5e-5  # 10x below LoRA's: updating every weight needs smaller steps
 
 
 def demo_config(overrides: list[str] | None = None) -> Config:
     return load_config(None, DEMO_SETTINGS + list(overrides or []))
 
 
-def run_demo(cfg: Config | None = None, log=print) -> Path:
-    """Run the demo; returns the path of the report. `log` receives one line per stage."""
+def full_config(cfg: Config) -> Config:
+    """`cfg` for the full fine-tune of `demo --compare`; its run folder sits beside the LoRA run's."""
+    full = cfg.model_copy(deep=True)
+    full.train.method = "full"
+    full.train.learning_rate = FULL_LEARNING_RATE
+    full.train.output_dir = str(Path(cfg.train.output_dir).parent / "full")
+    return full
+
+
+def run_demo(cfg: Config | None = None, log=print, compare: bool = False,
+             latency: LatencySettings | None = None) -> Path:
+    """Run the demo; returns the path of report.html. `log` receives one line per stage."""
     cfg = cfg or demo_config()
-    log(f"[1/4] prepare {cfg.data.source} -> {cfg.data.output_dir}")
+    steps = 7 if compare else 4
+    log(f"[1/{steps}] prepare {cfg.data.source} -> {cfg.data.output_dir}")
     run_prepare(cfg)
-    log(f"[2/4] evaluate base model {cfg.model.name}")
+    log(f"[2/{steps}] evaluate base model {cfg.model.name}")
     run_evaluate(cfg)
-    log(f"[3/4] train {cfg.train.method} ({cfg.train.task}, loss on {cfg.train.loss_on}) -> {cfg.train.output_dir}")
-    run_dir = run_train(cfg)
-    log(f"[4/4] evaluate {run_dir}")
-    run_evaluate(cfg, str(run_dir))
-    folders = [cfg.evaluate.base_output_dir, str(run_dir)]
-    names = ["base", f"{cfg.train.method}"]
-    report = run_compare(folders, run_dir, names)
+    folders, names = [cfg.evaluate.base_output_dir], ["base"]
+    configs = [cfg, full_config(cfg)] if compare else [cfg]
+    step = 3
+    for run_cfg in configs:
+        t = run_cfg.train
+        log(f"[{step}/{steps}] train {t.method} ({t.task}, loss on {t.loss_on}) -> {t.output_dir}")
+        run_dir = run_train(run_cfg)
+        log(f"[{step + 1}/{steps}] evaluate {run_dir}")
+        run_evaluate(run_cfg, str(run_dir))
+        folders.append(str(run_dir))
+        names.append(t.method)
+        step += 2
+    if compare:
+        log(f"[{steps}/{steps}] TF-IDF + logistic regression baseline -> {cfg.evaluate.baseline_output_dir}")
+        run_baseline(cfg)
+        folders.append(cfg.evaluate.baseline_output_dir)
+        names.append("tfidf")
+    out = Path(cfg.train.output_dir).parent / "compare" if compare else Path(cfg.train.output_dir)
+    report = run_compare(folders, out, names, latency=(latency or LatencySettings()) if compare else None,
+                         threads=cfg.threads, log=log)
+    rows = json.loads((out / "comparison.json").read_text(encoding="utf-8"))["rows"]
     log("")
-    log(text_table([comparison_row(f, n) for f, n in zip(folders, names, strict=False)]))
+    log(text_table(rows))
     log(f"\nreport: {report}")
     return report

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import DomaintuneError
-from .io import atomic_write_json, staged_dir
+from .io import atomic_write_json, read_json, staged_dir
 
 DEFAULT_MODEL = "smollm2-135m"
 _EMBEDDED = {
@@ -114,3 +114,9 @@ def load_base(name: str, revision: str | None = None) -> tuple[PreTrainedModel, 
     source = resolve_model(name)
     return load_causal_lm(source, revision), load_tokenizer(source, revision)
 
+
+
+def source_of_converted(folder: Path) -> str | None:
+    """The GGUF file a cached folder was converted from, or None for an ordinary HF folder."""
+    marker = folder / "domaintune_source.json"
+    return read_json(marker)["gguf"] if marker.is_file() else None

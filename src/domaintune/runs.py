@@ -59,9 +59,12 @@ def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTraine
         model = load_classifier(str(folder), card["labels"]) if classifier else load_causal_lm(str(folder))
         return model, tokenizer
     own = run_config(target)
-    if classifier:
-        base = load_classifier(resolve_model(own.model.name), card["labels"], own.model.revision)
-        set_pad_token(base, tokenizer)
-    else:
-        base, _ = load_base(own.model.name, own.model.revision)
+    try:
+        if classifier:
+            base = load_classifier(resolve_model(own.model.name), card["labels"], own.model.revision)
+            set_pad_token(base, tokenizer)
+        else:
+            base, _ = load_base(own.model.name, own.model.revision)
+    except DomaintuneError as exc:
+        raise DomaintuneError(f"{target}: the adapter's base model cannot be loaded: {exc}") from None
     return PeftModel.from_pretrained(base, folder), tokenizer

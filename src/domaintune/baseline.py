@@ -1,0 +1,86 @@
+"""A classic baseline: TF-IDF features + logistic regression on the same prepared splits.
+
+It answers the first question of any domain adaptation: is a language model worth it at all here?
+The output folder looks like a run folder (metrics.json, run_card.json, config.yaml), so compare puts
+it beside the LLMs without a special case.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from .config import Config, save_config
+from .errors import DomaintuneError
+from .io import atomic_write_json, staged_dir
+from .metrics import classification_metrics
+from .prepare import read_data_card, read_split
+
+METHOD = "tfidf-logreg"
+
+
+def build_pipeline(seed: int) -> Pipeline:
+    return Pipeline([
+        # Word uni- and bigrams with sublinear term frequency: the usual strong setting for reviews.
+        ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
+        ("logreg", LogisticRegression(max_iter=2000, C=4.0, random_state=seed)),
+    ])
+
+
+def run_baseline(cfg: Config) -> dict:
+    """Fit on the train split, score the test split; write the folder and return its metrics.
+
+    No peak memory is recorded: the process's peak (ru_maxrss) would be whatever ran before the fit
+    in the same process (in `demo --compare`, two trainings), not the baseline's own few MiB.
+    """
+    labels = read_data_card(cfg.data.output_dir).get("labels")
+    if not labels:
+        raise DomaintuneError(
+            f"{cfg.data.output_dir}: the baseline needs labelled data (data.format=classification)"
+        )
+    train = read_split(cfg.data.output_dir, "train")[: cfg.train.max_train_rows]
+    test = read_split(cfg.data.output_dir, "test")[: cfg.evaluate.max_examples]
+    if len({r["label"] for r in train}) < 2:
+        raise DomaintuneError(f"{cfg.data.output_dir}: the training split holds fewer than two labels")
+
+    pipeline = build_pipeline(cfg.seed)
+    started = time.perf_counter()
+    pipeline.fit([r["text"] for r in train], [r["label"] for r in train])
+    wall = time.perf_counter() - started
+    predicted = list(pipeline.predict([r["text"] for r in test]))
+    latencies = []
+    for row in test:  # one request at a time, as compare times the language models
+        tick = time.perf_counter()
+        pipeline.predict([row["text"]])
+        latencies.append((time.perf_counter() - tick) * 1000)
+
+    metrics: dict = {"target": METHOD, "base_model": None, "test_rows": len(test)}
+    metrics.update(classification_metrics([r["label"] for r in test], predicted, labels))
+    metrics["latency_p50_ms"] = round(float(np.percentile(latencies, 50)), 3) if latencies else None
+    metrics["latency_p95_ms"] = round(float(np.percentile(latencies, 95)), 3) if latencies else None
+    logreg = pipeline.named_steps["logreg"]
+    parameters = int(logreg.coef_.size + logreg.intercept_.size)
+    blob = pickle.dumps(pipeline)
+    out = Path(cfg.evaluate.baseline_output_dir)
+    with staged_dir(out) as folder:
+        (folder / "model.pkl").write_bytes(blob)
+        atomic_write_json(folder / "metrics.json", metrics)
+        atomic_write_json(folder / "run_card.json", {
+            "method": METHOD,
+            "base_model": None,
+            "train_rows": len(train),
+            "vocabulary_size": len(pipeline.named_steps["tfidf"].vocabulary_),
+            "train_wall_seconds": round(wall, 3),
+            "trainable_parameters": parameters,
+            "total_parameters": parameters,
+            "weights_bytes": len(blob),
+        })
+        save_config(cfg, folder)
+    return metrics
+

@@ -1,0 +1,175 @@
+"""`domaintune export RUN --format gguf`: the run's model as GGUF files (f16 and q8_0) for llama.cpp/Ollama.
+
+Writing goes through the `gguf` package (GGUFWriter, its llama tensor-name map and its q8_0 quantizer).
+Two things it does not provide are done here: the HF -> llama.cpp row permutation of the q/k
+projections (it lives in llama.cpp's convert script, not in the package), and reading the vocabulary
+out of an HF tokenizer. Only Llama-architecture models are exported (SmolLM2 is one).
+
+Each file is read back with transformers' GGUF loader and its logits compared with the source model's
+on a few test prompts; the figures go to export_card.json beside the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import DomaintuneError
+from .io import atomic_write_json, staged_dir
+from .models import resolve_model, source_of_converted
+from .prepare import read_split
+from .render import prompt_ids
+from .runs import load_run_model, run_card, run_config
+
+FORMATS = {
+    # name: (type of 2-D weights, general.file_type)
+    "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+
+
+def permute_qk(weight: np.ndarray, n_head: int) -> np.ndarray:
+    """Reorder q/k rows from HF's rotate-half layout to llama.cpp's interleaved rotary pairs."""
+    return (weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[list[str], list[int], list[str]]:
+    """Tokens by id, their llama.cpp token types, and the BPE merges, from a byte-level BPE tokenizer."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    if state["model"]["type"] != "BPE":
+        raise DomaintuneError(f"GGUF export supports byte-level BPE tokenizers, not {state['model']['type']}")
+    by_id = {i: t for t, i in tokenizer.get_vocab().items()}
+    special = {t["content"] for t in state.get("added_tokens", []) if t.get("special")}
+    tokens, types = [], []
+    for i in range(vocab_size):
+        token = by_id.get(i, f"[PAD{i}]")  # embedding rows beyond the tokenizer: never produced
+        tokens.append(token)
+        if i not in by_id:
+            types.append(gguf.TokenType.UNUSED)
+        else:
+            types.append(gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in state["model"]["merges"]]
+    return tokens, [int(t) for t in types], merges
+
+
+def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, fmt: str,
+               name: str, pre: str) -> None:
+    cfg = model.config
+    if cfg.model_type != "llama":
+        raise DomaintuneError(f"GGUF export supports Llama-architecture models, not '{cfg.model_type}'")
+    qtype, file_type = FORMATS[fmt]
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_dimension_count(head_dim)
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    writer.add_rope_freq_base(float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))))
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+    tokens, types, merges = vocabulary(tokenizer, cfg.vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    for token, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
+                       ("unk", writer.add_unk_token_id), ("pad", writer.add_pad_token_id)):
+        token_id = getattr(tokenizer, f"{token}_token_id")
+        if token_id is not None:
+            add(int(token_id))
+    writer.add_add_bos_token(False)  # the chat template writes its own markers
+    if tokenizer.chat_template:
+        writer.add_chat_template(tokenizer.chat_template)
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    tied = getattr(cfg, "tie_word_embeddings", False)
+    for hf_name, tensor in model.state_dict().items():
+        if hf_name == "lm_head.weight" and tied:
+            continue  # llama.cpp reuses token_embd when output.weight is absent
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise DomaintuneError(f"GGUF export: no llama.cpp name for tensor '{hf_name}'")
+        data = tensor.detach().float().cpu().numpy()
+        if hf_name.endswith("q_proj.weight"):
+            data = permute_qk(data, cfg.num_attention_heads)
+        elif hf_name.endswith("k_proj.weight"):
+            data = permute_qk(data, cfg.num_key_value_heads)
+        if data.ndim == 1:  # norms stay f32, as llama.cpp's converter keeps them
+            writer.add_tensor(gguf_name, data.astype(np.float32))
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(gguf_name, data.astype(np.float16))
+        else:
+            writer.add_tensor(gguf_name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@torch.no_grad()
+def round_trip(model: PreTrainedModel, folder: Path, filename: str, prompts: list[list[int]]) -> dict:
+    """Load the file back with transformers' GGUF loader; compare logits with the source model."""
+    loaded = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=filename, dtype=torch.float32).eval()
+    max_diff, sum_diff, agree, total = 0.0, 0.0, 0, 0
+    for ids in prompts:
+        x = torch.tensor([ids])
+        want, got = model(input_ids=x).logits[0], loaded(input_ids=x).logits[0]
+        max_diff = max(max_diff, float((want - got).abs().max()))
+        sum_diff += float((want - got).abs().mean()) * len(ids)
+        agree += int((want.argmax(-1) == got.argmax(-1)).sum())
+        total += len(ids)
+    return {"max_abs_logit_diff": round(max_diff, 6), "mean_abs_logit_diff": round(sum_diff / max(total, 1), 6),
+            "top1_agreement": round(agree / total, 5), "positions_compared": total}
+
+
+def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | None = None,
+               check_prompts: int = 4) -> Path:
+    """Write RUN/gguf/{model-f16,model-q8_0}.gguf and export_card.json; returns the folder."""
+    if fmt != "gguf":
+        raise DomaintuneError(f"export --format {fmt}: only 'gguf' is supported")
+    run_dir = Path(run_dir)
+    card = run_card(run_dir)
+    cfg = run_config(run_dir)
+    model, tokenizer = load_run_model(str(run_dir), cfg)
+    if card.get("method") == "lora":
+        model = model.merge_and_unload()
+    model.eval()
+    base_source = source_of_converted(Path(resolve_model(cfg.model.name)))
+    pre = _pre_tokenizer_of(base_source) if base_source else "gpt-2"
+    texts = [r["text"] for r in read_split(cfg.data.output_dir, "test")[:check_prompts]]
+    prompts = [prompt_ids(tokenizer, cfg.prompt, t, cfg.evaluate.max_length) for t in texts]
+    out = Path(output_dir) if output_dir else run_dir / "gguf"
+    export_card: dict = {"run": str(run_dir.resolve()), "method": card.get("method"), "tokenizer_pre": pre,
+                         "files": {}}
+    with staged_dir(out) as folder:
+        for name in FORMATS:
+            filename = f"model-{name}.gguf"
+            write_gguf(model, tokenizer, folder / filename, name, f"{run_dir.name}-{name}", pre)
+            entry = {"bytes": os.path.getsize(folder / filename)}
+            entry.update(round_trip(model, folder, filename, prompts))
+            export_card["files"][filename] = entry
+        atomic_write_json(folder / "export_card.json", export_card)
+    return out
+
+
+def _pre_tokenizer_of(gguf_path: str) -> str:
+    """The pre-tokenizer name of the GGUF the base was converted from, so llama.cpp splits text alike."""
+    reader = gguf.GGUFReader(gguf_path)
+    field = reader.get_field("tokenizer.ggml.pre")
+    return field.contents() if field is not None else "gpt-2"

@@ -1,0 +1,33 @@
+"""`domaintune merge RUN`: fold a LoRA adapter into its base -> a plain HF model folder (safetensors).
+
+The merged folder loads with `AutoModelForCausalLM.from_pretrained` alone (no peft) and computes the
+same function as base + adapter; it serves at the base model's speed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import DomaintuneError
+from .io import atomic_write_json, staged_dir
+from .runs import load_run_model, run_card, run_config
+
+
+def run_merge(run_dir: str | Path, output_dir: str | Path | None = None) -> Path:
+    """Write RUN/merged (or `output_dir`) holding the merged model, its tokenizer and provenance."""
+    run_dir = Path(run_dir)
+    card = run_card(run_dir)
+    if card.get("method") != "lora":
+        raise DomaintuneError(
+            f"{run_dir}: merge needs a LoRA run; this one is '{card.get('method')}' (its model/ is already plain)"
+        )
+    cfg = run_config(run_dir)
+    model, tokenizer = load_run_model(str(run_dir), cfg)
+    merged = model.merge_and_unload()
+    out = Path(output_dir) if output_dir else run_dir / "merged"
+    with staged_dir(out) as folder:
+        merged.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        atomic_write_json(folder / "domaintune_merged_from.json",
+                          {"run": str(run_dir.resolve()), "base_model": cfg.model.name})
+    return out
