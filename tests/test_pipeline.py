@@ -129,11 +129,16 @@ def test_demo_flow_on_the_tiny_model(tiny_overrides, tmp_path):
     assert [line.split()[0] for line in table.splitlines() if line.startswith(("base ", "lora "))] == ["base", "lora"]
 
 
-def test_instruction_data_trains_as_causal_lm(tiny_overrides, tmp_path):
-    """The train stage reads the `text` of instruction/chat rows; `messages` are extra keys it ignores."""
+def _instruction_jsonl(tmp_path):
     path = tmp_path / "inst.jsonl"
     path.write_text("".join(json.dumps({"instruction": f"How is drug {i} taken?", "output": f"Twice a day, {i} mg."})
                             + "\n" for i in range(24)))
+    return path
+
+
+def test_instruction_data_trains_as_causal_lm(tiny_overrides, tmp_path):
+    """The train stage reads the `text` of instruction/chat rows; `messages` are extra keys it ignores."""
+    path = _instruction_jsonl(tmp_path)
     cfg = load_config(None, tiny_overrides + [f"data.source={path}", "data.format=instruction", "train.task=causal-lm",
                                               f"train.output_dir={tmp_path / 'inst'}"])
     run_prepare(cfg)
@@ -148,9 +153,7 @@ def test_instruction_data_trains_as_sft_on_the_answers(tiny_overrides, tmp_path)
     from domaintune.render import IGNORE_INDEX
     from domaintune.train import encode_rows
 
-    path = tmp_path / "inst.jsonl"
-    path.write_text("".join(json.dumps({"instruction": f"How is drug {i} taken?", "output": f"Twice a day, {i} mg."})
-                            + "\n" for i in range(24)))
+    path = _instruction_jsonl(tmp_path)
     cfg = load_config(None, tiny_overrides + [f"data.source={path}", "data.format=instruction", "train.task=sft",
                                               f"train.output_dir={tmp_path / 'inst'}"])
     run_prepare(cfg)
