@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import Config
@@ -24,6 +25,11 @@ def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
+def _progress(batches: list[list[int]], what: str):
+    # Evaluating the real model takes a minute or more on a CPU; show that it is moving.
+    return tqdm(batches, desc=what, unit="batch", leave=False, disable=len(batches) < 2)
+
+
 def _length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -35,7 +41,7 @@ def perplexity(
 ) -> dict:
     seqs = [encode_text(tokenizer, t, max_length).input_ids for t in texts]
     total_nll, total_tokens = 0.0, 0
-    for batch in _length_sorted_batches([len(s) for s in seqs], batch_size):
+    for batch in _progress(_length_sorted_batches([len(s) for s in seqs], batch_size), "perplexity"):
         ids, mask = _right_pad([seqs[i] for i in batch], tokenizer.pad_token_id)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         targets, target_mask = ids[:, 1:], mask[:, 1:].bool()
@@ -102,7 +108,7 @@ def classify(
     budget = max_length - max(len(o) for o in options)
     prompts = [prompt_ids(tokenizer, cfg.prompt, t, budget) for t in texts]
     predicted: list[str] = [""] * len(texts)
-    for batch in _length_sorted_batches([len(p) for p in prompts], batch_size):
+    for batch in _progress(_length_sorted_batches([len(p) for p in prompts], batch_size), "label scoring"):
         scores = score_options(model, [prompts[i] for i in batch], options, tokenizer.pad_token_id)
         for i, best in zip(batch, scores.argmax(-1).tolist(), strict=False):
             predicted[i] = labels[best]
