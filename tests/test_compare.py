@@ -228,3 +228,13 @@ def test_rss_sampler_sees_a_short_lived_allocation():
         time.sleep(0.05)
         del block
     assert sampler.peak - before >= 60 * 2**20
+
+
+@pytest.mark.parametrize("method, kind", [
+    ("lora", "lora"), ("dora", "lora"), ("qlora", "lora"), ("dpo", "lora"),
+    ("full", "full"), ("freeze", "full"), ("base", "base"),
+])
+def test_every_adapter_method_is_served_unmerged_and_merged(method, kind):
+    from domaintune.compare import serving_kind
+
+    assert serving_kind(method) == kind

@@ -20,6 +20,7 @@ from .config import load_config
 from .errors import DomaintuneError
 from .io import atomic_write_json, atomic_write_text, read_json
 from .latency import measure_in_subprocess
+from .methods import ADAPTER_METHODS, WEIGHT_METHODS
 from .models import resolve_model
 from .prepare import read_split
 
@@ -76,7 +77,7 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
         row["method"] = card.get("method")
         row.update({k: card.get(k) for k in CARD_KEYS})
         row["peak_train_rss_bytes"] = card.get("peak_rss_bytes")
-        if row["method"] in ("lora", "full"):
+        if row["method"] in ADAPTER_METHODS + WEIGHT_METHODS:
             from .runs import weights_dir  # checks adapter/ or model/ is complete
 
             weights_dir(folder)
@@ -94,7 +95,7 @@ def model_bytes(model_name: str) -> int | None:
 
 
 def check_same_base(rows: list[dict]) -> None:
-    llm = [r for r in rows if r["method"] in ("base", "lora", "full")]
+    llm = [r for r in rows if serving_kind(r["method"]) in ("base", "lora", "full")]
     for row in llm[1:]:
         if row["base_model"] != llm[0]["base_model"]:
             raise DomaintuneError(
@@ -103,10 +104,17 @@ def check_same_base(rows: list[dict]) -> None:
             )
 
 
+def serving_kind(method: str) -> str:
+    """`lora` for any adapter run (LoRA, DoRA, QLoRA, DPO), `full` for any whole-model run (full, freeze)."""
+    if method in ADAPTER_METHODS:
+        return "lora"
+    return "full" if method in WEIGHT_METHODS else method
+
+
 def serving_rows(row: dict) -> list[dict]:
-    """One row per way of serving the folder; a LoRA run is served unmerged and merged."""
-    if row["method"] != "lora":
-        return [dict(row, variant=row["method"])]
+    """One row per way of serving the folder; an adapter run is served unmerged and merged."""
+    if serving_kind(row["method"]) != "lora":
+        return [dict(row, variant=serving_kind(row["method"]))]
     merged_parameters = (row["total_parameters"] - row["trainable_parameters"]
                          if row.get("total_parameters") is not None else None)  # the adapter folds in
     merged = dict(row, variant="lora-merged", name=f"{row['name']}-merged", trainable_parameters=0,

@@ -25,7 +25,7 @@ from .io import atomic_write_json, staged_dir
 from .models import resolve_model, source_of_converted
 from .prepare import read_split
 from .render import prompt_ids
-from .runs import load_run_model, run_card, run_config
+from .runs import is_adapter_run, load_run_model, run_card, run_config
 
 FORMATS = {
     # name: (type of 2-D weights, general.file_type)
@@ -147,7 +147,7 @@ def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | 
     card = run_card(run_dir)
     cfg = run_config(run_dir)
     model, tokenizer = load_run_model(str(run_dir), cfg)
-    if card.get("method") == "lora":
+    if is_adapter_run(card):
         model = model.merge_and_unload()
     model.eval()
     base_source = source_of_converted(Path(resolve_model(cfg.model.name)))

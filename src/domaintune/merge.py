@@ -10,14 +10,14 @@ from pathlib import Path
 
 from .errors import DomaintuneError
 from .io import atomic_write_json, staged_dir
-from .runs import load_run_model, run_card, run_config
+from .runs import is_adapter_run, load_run_model, run_card, run_config
 
 
 def run_merge(run_dir: str | Path, output_dir: str | Path | None = None) -> Path:
     """Write RUN/merged (or `output_dir`) holding the merged model, its tokenizer and provenance."""
     run_dir = Path(run_dir)
     card = run_card(run_dir)
-    if card.get("method") != "lora":
+    if not is_adapter_run(card):
         raise DomaintuneError(
             f"{run_dir}: merge needs a LoRA run; this one is '{card.get('method')}' (its model/ is already plain)"
         )

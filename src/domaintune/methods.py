@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from .config import TrainConfig
 from .errors import DomaintuneError
 
-ADAPTER_METHODS = ("lora", "dora", "qlora", "dpo")
+ADAPTER_METHODS = ("lora", "dora", "qlora", "dpo")  # runs that hold adapter/
+WEIGHT_METHODS = ("full", "freeze")  # runs that hold a whole model/
 DEFAULT_LR = {"lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "freeze": 5e-5, "full": 2e-5, "dpo": 5e-5}
 
 

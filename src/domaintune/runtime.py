@@ -49,7 +49,7 @@ def peak_rss_bytes() -> int:
 
 def library_versions() -> dict[str, str]:
     versions = {}
-    for name in ("domaintune", "torch", "transformers", "peft", "accelerate", "safetensors"):
+    for name in ("domaintune", "torch", "transformers", "peft", "trl", "accelerate", "safetensors"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -22,7 +22,7 @@ from transformers.generation.streamers import BaseStreamer
 from .config import Config, PromptConfig
 from .errors import DomaintuneError
 from .models import load_base, load_causal_lm, load_tokenizer
-from .runs import BASE, run_card, run_config, weights_dir
+from .runs import BASE, is_adapter_run, run_card, run_config, weights_dir
 
 
 @dataclass
@@ -65,7 +65,7 @@ class ModelPool:
             if name == BASE or name in {n for n, _, _ in adapters + fulls}:
                 raise DomaintuneError(f"two served models would be named '{name}': give run folders distinct names")
             own = run_config(run)
-            (fulls if run_card(run)["method"] == "full" else adapters).append((name, Path(run), own))
+            (adapters if is_adapter_run(run_card(run)) else fulls).append((name, Path(run), own))
         if not (include_base or adapters or fulls):
             raise DomaintuneError("nothing to serve: name at least one run folder, or pass --base")
         base_cfg = adapters[0][2] if adapters else cfg

@@ -151,7 +151,7 @@ def run_train_dpo(cfg: Config) -> Path:
             "seed": cfg.seed,
             "precision": precision,
             "hardware": hardware(),
-            "versions": {**library_versions(), "trl": _version("trl")},
+            "versions": library_versions(),
             "git_commit": git_commit(),
             "train_rows": len(rows),
             "steps": trainer.state.global_step,
@@ -168,8 +168,3 @@ def run_train_dpo(cfg: Config) -> Path:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return Path(t.output_dir)
 
-
-def _version(name: str) -> str:
-    from importlib import metadata
-
-    return metadata.version(name)
