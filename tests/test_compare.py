@@ -86,6 +86,33 @@ def test_tfidf_baseline_separates_the_tiny_data(evaluated):
     assert metrics["latency_p95_ms"] >= metrics["latency_p50_ms"] > 0
 
 
+def test_tfidf_baseline_is_saved_without_pickle_and_predicts_alike(evaluated, tmp_path):
+    import fractions
+
+    import skops.io
+
+    from domaintune.baseline import build_pipeline, load_baseline
+    from domaintune.prepare import read_split
+
+    root, cfg = evaluated
+    assert not (root / "tfidf" / "model.pkl").exists()
+    loaded = load_baseline(root / "tfidf")
+    train = read_split(cfg.data.output_dir, "train")[: cfg.train.max_train_rows]
+    test = read_split(cfg.data.output_dir, "test")
+    fresh = build_pipeline(cfg.seed).fit([r["text"] for r in train], [r["label"] for r in train])
+    texts = [r["text"] for r in test] + ["an unseen text with no known words"]
+    assert list(loaded.predict(texts)) == list(fresh.predict(texts))
+    assert (loaded.predict_proba(texts) == fresh.predict_proba(texts)).all()
+
+    shutil.copytree(root / "tfidf", tmp_path / "tampered")
+    (tmp_path / "tampered" / "model.skops").write_bytes(skops.io.dumps({"x": fractions.Fraction(1, 3)}))
+    with pytest.raises(DomaintuneError, match=r"tampered/model.skops: refused, .*fractions.Fraction"):
+        load_baseline(tmp_path / "tampered")
+    (tmp_path / "tampered" / "model.skops").unlink()
+    with pytest.raises(DomaintuneError, match=r"tampered: model.skops is missing"):
+        load_baseline(tmp_path / "tampered")
+
+
 def test_compare_measures_every_model_and_writes_an_offline_report(evaluated):
     root, _ = evaluated
     folders = [root / n for n in ("base", "lora", "full", "tfidf")]
