@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import make_reviews, write_csv
 from domaintune import load_config, run_baseline, run_compare, run_evaluate, run_generate, run_merge, run_prepare
-from domaintune.compare import LatencySettings
+from domaintune.compare import LatencySettings, text_table
 from domaintune.errors import DomaintuneError
 from domaintune.runs import load_run_model
 from domaintune.train import run_train
@@ -122,7 +122,7 @@ def test_compare_measures_every_model_and_writes_an_offline_report(evaluated):
     assert list(rows) == ["base", "lora", "lora-merged", "full", "tfidf"]
     for name in ("base", "lora", "lora-merged", "full"):
         row = rows[name]
-        assert row["requests"] == 4 and row["max_new_tokens"] == 4
+        assert row["requests"] == 4 and row["max_new_tokens"] == 4 and row["latency_kind"] == "generate"
         assert row["latency_p95_ms"] >= row["latency_p50_ms"] > 0 and row["generated_tokens_per_second"] > 0
         assert row["peak_rss_generating_bytes"] >= row["rss_after_load_bytes"] > 0
         assert row["load_seconds"] > 0 and row["total_parameters"] > 0
@@ -133,6 +133,9 @@ def test_compare_measures_every_model_and_writes_an_offline_report(evaluated):
     assert rows["full"]["trainable_parameters"] == rows["full"]["total_parameters"]
     assert rows["lora-merged"]["weights_bytes"] == rows["base"]["weights_bytes"] > rows["lora"]["weights_bytes"]
     assert "forgetting_pct" in rows["lora"] and rows["base"]["forgetting_pct"] == 0.0
+    assert rows["tfidf"]["latency_kind"] == "tfidf-predict" and "latency_vs_base" not in rows["tfidf"]
+    table = text_table(data["rows"])
+    assert "generate: model.generate per request" in table and "exactly 4 new tokens" in table
     assert len(data["loss_curves"]["lora"]) == 2
     page = report.read_text()
     assert page.count("<svg") == 3 and "lora-merged" in page and "samples[].output" in page
