@@ -271,10 +271,11 @@ def latency_notes(rows: list[dict]) -> list[str]:
     """One line per latency kind present: what a timed request of that kind is."""
     notes = []
     for kind, note in LATENCY_NOTES.items():
-        timed = next((r for r in rows if r.get("latency_kind") == kind), None)
-        if timed is not None:
-            notes.append(f"{kind}: " + note.format(max_new_tokens=timed.get("max_new_tokens"),
-                                                   input_tokens_max=timed.get("input_tokens_max")))
+        timed = [r for r in rows if r.get("latency_kind") == kind]
+        if timed:
+            longest = max((r["input_tokens_max"] for r in timed if r.get("input_tokens_max")), default=None)
+            notes.append(f"{kind}: " + note.format(max_new_tokens=timed[0].get("max_new_tokens"),
+                                                   input_tokens_max=longest))
     return notes
 
 
