@@ -54,3 +54,9 @@ def test_merge_and_export_name_a_missing_run_in_one_line(tmp_path, capsys):
 def test_compare_cli_prints_the_table(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nothing"), "--no-latency"]) == 2
     assert "nothing: folder not found" in capsys.readouterr().err
+
+
+def test_export_types_are_checked_before_anything_loads(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "gone"), "--types", "f16,bf16"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "domaintune export: error: export --types: 'bf16' is not a type; choose from f32, f16, q8_0 (comma-separated)"]

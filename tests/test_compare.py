@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import make_reviews, write_csv
 from domaintune import load_config, run_baseline, run_compare, run_evaluate, run_generate, run_merge, run_prepare
-from domaintune.compare import LatencySettings
+from domaintune.compare import LatencySettings, text_table
 from domaintune.errors import DomaintuneError
 from domaintune.runs import load_run_model
 from domaintune.train import run_train
@@ -86,6 +86,33 @@ def test_tfidf_baseline_separates_the_tiny_data(evaluated):
     assert metrics["latency_p95_ms"] >= metrics["latency_p50_ms"] > 0
 
 
+def test_tfidf_baseline_is_saved_without_pickle_and_predicts_alike(evaluated, tmp_path):
+    import fractions
+
+    import skops.io
+
+    from domaintune.baseline import build_pipeline, load_baseline
+    from domaintune.prepare import read_split
+
+    root, cfg = evaluated
+    assert not (root / "tfidf" / "model.pkl").exists()
+    loaded = load_baseline(root / "tfidf")
+    train = read_split(cfg.data.output_dir, "train")[: cfg.train.max_train_rows]
+    test = read_split(cfg.data.output_dir, "test")
+    fresh = build_pipeline(cfg.seed).fit([r["text"] for r in train], [r["label"] for r in train])
+    texts = [r["text"] for r in test] + ["an unseen text with no known words"]
+    assert list(loaded.predict(texts)) == list(fresh.predict(texts))
+    assert (loaded.predict_proba(texts) == fresh.predict_proba(texts)).all()
+
+    shutil.copytree(root / "tfidf", tmp_path / "tampered")
+    (tmp_path / "tampered" / "model.skops").write_bytes(skops.io.dumps({"x": fractions.Fraction(1, 3)}))
+    with pytest.raises(DomaintuneError, match=r"tampered/model.skops: refused, .*fractions.Fraction"):
+        load_baseline(tmp_path / "tampered")
+    (tmp_path / "tampered" / "model.skops").unlink()
+    with pytest.raises(DomaintuneError, match=r"tampered: model.skops is missing"):
+        load_baseline(tmp_path / "tampered")
+
+
 def test_compare_measures_every_model_and_writes_an_offline_report(evaluated):
     root, _ = evaluated
     folders = [root / n for n in ("base", "lora", "full", "tfidf")]
@@ -95,7 +122,7 @@ def test_compare_measures_every_model_and_writes_an_offline_report(evaluated):
     assert list(rows) == ["base", "lora", "lora-merged", "full", "tfidf"]
     for name in ("base", "lora", "lora-merged", "full"):
         row = rows[name]
-        assert row["requests"] == 4 and row["max_new_tokens"] == 4
+        assert row["requests"] == 4 and row["max_new_tokens"] == 4 and row["latency_kind"] == "generate"
         assert row["latency_p95_ms"] >= row["latency_p50_ms"] > 0 and row["generated_tokens_per_second"] > 0
         assert row["peak_rss_generating_bytes"] >= row["rss_after_load_bytes"] > 0
         assert row["load_seconds"] > 0 and row["total_parameters"] > 0
@@ -106,6 +133,9 @@ def test_compare_measures_every_model_and_writes_an_offline_report(evaluated):
     assert rows["full"]["trainable_parameters"] == rows["full"]["total_parameters"]
     assert rows["lora-merged"]["weights_bytes"] == rows["base"]["weights_bytes"] > rows["lora"]["weights_bytes"]
     assert "forgetting_pct" in rows["lora"] and rows["base"]["forgetting_pct"] == 0.0
+    assert rows["tfidf"]["latency_kind"] == "tfidf-predict" and "latency_vs_base" not in rows["tfidf"]
+    table = text_table(data["rows"])
+    assert "generate: model.generate per request" in table and "exactly 4 new tokens" in table
     assert len(data["loss_curves"]["lora"]) == 2
     page = report.read_text()
     assert page.count("<svg") == 3 and "lora-merged" in page and "samples[].output" in page
@@ -170,18 +200,99 @@ def test_compare_errors_name_the_folder_and_what_is_missing(evaluated, tmp_path)
     with pytest.raises(DomaintuneError, match=r"nowhere: folder not found"):
         run_compare([tmp_path / "nowhere"], tmp_path / "o", latency=None)
 
+    unevaluated = _copy(root / "lora", tmp_path / "unevaluated")
+    (unevaluated / "metrics.json").unlink()
+    with pytest.raises(DomaintuneError, match=r"unevaluated: metrics.json is missing; run `domaintune evaluate"):
+        run_compare([unevaluated], tmp_path / "o", latency=None)
 
-def test_adapter_whose_base_is_gone_is_named(evaluated, tmp_path):
+    no_config = _copy(root / "lora", tmp_path / "noconfig")
+    (no_config / "config.yaml").unlink()
+    with pytest.raises(DomaintuneError, match=r"noconfig: config.yaml is missing; the folder is incomplete"):
+        run_compare([no_config], tmp_path / "o", latency=None)
+
+    no_model = _copy(root / "full", tmp_path / "nomodel")
+    shutil.rmtree(no_model / "model")
+    with pytest.raises(DomaintuneError, match=r"nomodel: model/config.json is missing"):
+        run_compare([no_model], tmp_path / "o", latency=None)
+    assert not (tmp_path / "o").exists(), "nothing half-written"
+
+
+def _rebase(folder: Path, model_name: str, card_too: bool = True) -> Path:
+    """Point a run folder at another base model: in config.yaml, and in run_card.json unless told not to."""
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["model"]["name"] = model_name
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    if card_too:
+        card = json.loads((folder / "run_card.json").read_text())
+        (folder / "run_card.json").write_text(json.dumps(dict(card, base_model=model_name)))
+    return folder
+
+
+def _wider_model(tiny_model_dir: Path, folder: Path) -> Path:
+    """A base model of the tiny one's family but hidden size 48, so that its adapters do not fit."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.hidden_size, config.intermediate_size = 48, 96
+    LlamaForCausalLM(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+BROKEN = {
+    # name: (how the copy of the LoRA run is broken, the error expected from merge and export)
+    "nowhere": (None, r"run folder not found: .*nowhere"),
+    "nocard": (lambda f, _: (f / "run_card.json").unlink(),
+               r"nocard: not a complete run folder \(run_card.json is missing\)"),
+    "noconfig": (lambda f, _: (f / "config.yaml").unlink(),
+                 r"noconfig: not a complete run folder \(config.yaml is missing\)"),
+    "noadapter": (lambda f, _: shutil.rmtree(f / "adapter"), r"noadapter: adapter/adapter_config.json is missing"),
+    "mixed": (lambda f, wider: _rebase(f, str(wider), card_too=False),
+              r"mixed: run_card.json says the adapter was trained from '.*' but config.yaml names '.*wider'"),
+    "otherbase": (lambda f, wider: _rebase(f, str(wider)),
+                  r"otherbase: adapter/ does not fit base model '.*wider', it was trained from another base "
+                  r"\(size mismatch for .*\)"),
+    "orphan": (lambda f, _: _rebase(f, str(f.parent / "deleted-base")),
+               r"orphan: the adapter's base model cannot be loaded: model '.*deleted-base"),
+}
+
+
+@pytest.mark.parametrize("verb", ["merge", "export"])
+@pytest.mark.parametrize("broken", list(BROKEN))
+def test_merge_and_export_name_the_folder_and_what_is_wrong(evaluated, tiny_model_dir, tmp_path, verb, broken):
+    from domaintune import run_export
+
     root, _ = evaluated
-    orphan = _copy(root / "lora", tmp_path / "orphan")
-    config = yaml.safe_load((orphan / "config.yaml").read_text())
-    config["model"]["name"] = str(tmp_path / "deleted-base")
-    (orphan / "config.yaml").write_text(yaml.safe_dump(config))
-    gone = r"orphan: the adapter's base model cannot be loaded: model '.*deleted-base"
-    with pytest.raises(DomaintuneError, match=gone):
-        run_merge(orphan)
+    breaker, message = BROKEN[broken]
+    folder = tmp_path / broken
+    if breaker is not None:
+        breaker(_copy(root / "lora", folder), _wider_model(tiny_model_dir, tmp_path / "wider"))
+    with pytest.raises(DomaintuneError, match=message):
+        run_merge(folder) if verb == "merge" else run_export(folder, "gguf", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (folder / "merged").exists(), "nothing half-written"
+
+
+def test_compare_names_an_adapter_that_does_not_fit_its_base(evaluated, tiny_model_dir, tmp_path):
+    root, _ = evaluated
+    orphan = _rebase(_copy(root / "lora", tmp_path / "orphan"), str(tmp_path / "deleted-base"))
     with pytest.raises(DomaintuneError, match=r"orphan: the adapter's base model cannot be loaded"):
         run_compare([orphan], tmp_path / "o", latency=LATENCY, threads=1)
+    other = _rebase(_copy(root / "lora", tmp_path / "other"), str(_wider_model(tiny_model_dir, tmp_path / "wider")))
+    with pytest.raises(DomaintuneError, match=r"other: adapter/ does not fit base model '.*wider'"):
+        run_compare([other], tmp_path / "o", latency=LATENCY, threads=1)
+
+
+def test_export_refuses_what_has_no_gguf_form(evaluated, tmp_path):
+    from domaintune import run_export
+
+    root, _ = evaluated
+    with pytest.raises(DomaintuneError, match=r"tfidf: export needs a training run; this folder is 'tfidf-logreg'"):
+        run_export(root / "tfidf")
+    head = _copy(root / "full", tmp_path / "head")
+    card = json.loads((head / "run_card.json").read_text())
+    (head / "run_card.json").write_text(json.dumps(dict(card, task="classification")))
+    with pytest.raises(DomaintuneError, match=r"head: a classification run .* has no GGUF form"):
+        run_export(head)
 
 
 def test_gguf_export_reads_back_in_transformers(evaluated):
@@ -205,6 +316,35 @@ def test_gguf_export_reads_back_in_transformers(evaluated):
     with torch.no_grad():
         diff = (loaded(input_ids=ids).logits - adapted.eval()(input_ids=ids).logits).abs().max()
     assert diff < 1e-2
+
+
+def test_gguf_f32_export_reads_back_with_exact_logits(evaluated, tmp_path):
+    from domaintune import run_export
+
+    root, _ = evaluated
+    out = run_export(root / "full", "gguf", tmp_path / "gguf", types=("f32", "f16"))
+    files = json.loads((out / "export_card.json").read_text())["files"]
+    assert list(files) == ["model-f32.gguf", "model-f16.gguf"]
+    f32, f16 = files["model-f32.gguf"], files["model-f16.gguf"]
+    # The writer (q/k permutation, names, vocabulary) adds no error: f16's difference is weight rounding.
+    assert f32["max_abs_logit_diff"] == 0.0 and f32["top1_agreement"] == 1.0
+    assert f16["max_abs_logit_diff"] > 0 and f32["bytes"] > 1.5 * f16["bytes"]
+    with pytest.raises(DomaintuneError, match=r"export --types: 'bf16' is not a type; choose from f32, f16, q8_0"):
+        run_export(root / "full", types=("bf16",))
+
+
+def test_gguf_writer_keeps_named_tensor_groups_in_f32(evaluated, tmp_path):
+    import gguf
+
+    from domaintune.export import write_gguf
+
+    root, cfg = evaluated
+    model, tok = load_run_model(str(root / "full"), cfg)
+    path = tmp_path / "mixed.gguf"
+    write_gguf(model, tok, path, "f16", "mixed", "gpt-2", keep_f32=("token_embd",))
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+    assert types["token_embd.weight"] == "F32" and types["blk.0.attn_q.weight"] == "F16"
+    assert types["blk.0.attn_norm.weight"] == "F32"
 
 
 def test_export_names_a_folder_that_is_no_run(tmp_path):

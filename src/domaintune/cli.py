@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         "baseline": "fit TF-IDF + logistic regression on the prepared splits (a classic baseline)",
         "compare": "compare evaluated folders: quality, training and inference cost; report.html",
         "merge": "merge a LoRA run into a plain HF model folder (safetensors)",
-        "export": "write a run's model as GGUF (f16 and q8_0) for llama.cpp and Ollama",
+        "export": "write a run's model as GGUF (f16 and q8_0, or --types) for llama.cpp and Ollama",
         "generate": "answer a text with the base model or a run",
         "demo": "prepare, train and compare on the embedded model and data",
         "config": "print the resolved config (or the config reference)",
@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "export":
             p.add_argument("--format", default="gguf", choices=["gguf"], help="file format")
             p.add_argument("--out", help="output folder (default: RUN/gguf)")
+            p.add_argument("--types", default="f16,q8_0",
+                           help="comma-separated GGUF types: f16, q8_0, f32 (f32 reads back with exact logits)")
         if verb == "demo":
             p.add_argument("--compare", action="store_true",
                            help="also train full fine-tuning and the TF-IDF baseline; write report.html")
@@ -113,7 +115,7 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
     if ns.verb == "export":
         if len(targets) != 1 or overrides:
             raise DomaintuneError("export takes one run folder (and --format, --out)")
-        out = api.run_export(targets[0], ns.format, ns.out)
+        out = api.run_export(targets[0], ns.format, ns.out, types=tuple(t.strip() for t in ns.types.split(",") if t))
         print(api.read_json(out / "export_card.json"))
         return 0
     if ns.verb == "feedback":

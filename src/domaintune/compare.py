@@ -5,6 +5,8 @@ unmerged (adapter on the base) and merged (one plain model), and the TF-IDF base
 from metrics.json (a merged LoRA has its adapter's quality: the weights are the same function), the
 training cost from run_card.json, and the inference cost from `latency.measure`, run in a fresh
 process per row (a merged LoRA is first written by `domaintune merge` and served from that folder).
+Each row says what its latency measures (`latency_kind`: generate, classify or tfidf-predict); the
+tables carry a note per kind, since a classifier's forward pass is no 16-token generation.
 Outputs: comparison.json (every figure), report.md, report.html (self-contained).
 """
 
@@ -16,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from .config import load_config
 from .errors import DomaintuneError
 from .io import atomic_write_json, atomic_write_text, read_json
@@ -25,8 +29,9 @@ from .models import resolve_model
 from .prepare import read_split
 
 QUALITY_KEYS = ("perplexity", "test_loss", "accuracy", "macro_f1", "general_perplexity", "per_class",
-                "confusion_matrix", "samples", "test_rows", "latency_p50_ms", "latency_p95_ms")
-CARD_KEYS = ("trainable_parameters", "total_parameters", "weights_bytes", "train_wall_seconds",
+                "confusion_matrix", "samples", "test_rows", "latency_p50_ms", "latency_p95_ms",
+                "requests_per_second")
+CARD_KEYS = ("task", "labels", "trainable_parameters", "total_parameters", "weights_bytes", "train_wall_seconds",
              "train_tokens_per_second", "steps", "train_tokens")
 
 COLUMNS = [
@@ -43,12 +48,27 @@ COLUMNS = [
     ("train_tokens_per_second", "train tok/s", "{:.0f}"),
     ("peak_train_rss_bytes", "peak train mem", "bytes"),
     ("load_seconds", "load s", "{:.2f}"),
+    ("latency_kind", "latency kind", "{}"),
     ("latency_p50_ms", "p50 ms", "{:.1f}"),
     ("latency_p95_ms", "p95 ms", "{:.1f}"),
+    ("requests_per_second", "req/s", "{:.1f}"),
     ("generated_tokens_per_second", "gen tok/s", "{:.1f}"),
     ("rss_after_load_bytes", "mem after load", "bytes"),
     ("peak_rss_generating_bytes", "peak mem generating", "bytes"),
+    ("peak_rss_classifying_bytes", "peak mem classifying", "bytes"),
 ]
+
+# What one timed request is, per `latency_kind`: printed under every table that shows latencies.
+LATENCY_NOTES = {
+    "generate": "model.generate per request (batch of one, greedy, exactly {max_new_tokens} new tokens); "
+                "prompt tokenized before the clock, warm-up excluded, fresh process per model",
+    "classify": "one forward pass of model + classification head per request (batch of one, pre-tokenized "
+                "text of at most {input_tokens_max} tokens), warm-up excluded, fresh process per model; no "
+                "token is generated, so it is not comparable with a generate row",
+    "tfidf-predict": "TF-IDF transform + logistic-regression predict of one raw text per request "
+                     "(vectorizing included), timed by `domaintune baseline` on the test rows; not comparable "
+                     "with the language models' rows",
+}
 
 
 @dataclass
@@ -75,6 +95,8 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
     if (folder / "run_card.json").is_file():
         card = read_json(folder / "run_card.json")
         row["method"] = card.get("method")
+        if row["method"] == "tfidf-logreg" and row.get("latency_p50_ms") is not None:
+            row["latency_kind"] = "tfidf-predict"
         row.update({k: card.get(k) for k in CARD_KEYS})
         row["peak_train_rss_bytes"] = card.get("peak_rss_bytes")
         if row["method"] in ADAPTER_METHODS + WEIGHT_METHODS:
@@ -90,8 +112,26 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
 
 
 def model_bytes(model_name: str) -> int | None:
-    """Size of a model's safetensors files (a merged LoRA has exactly its base's tensors)."""
+    """Size of a model's safetensors files (a merged causal-LM LoRA has exactly its base's tensors)."""
     return sum(f.stat().st_size for f in Path(resolve_model(model_name)).glob("*.safetensors")) or None
+
+
+def merged_weights_bytes(row: dict) -> int | None:
+    """Size of what `domaintune merge` writes for the row's run, without writing it.
+
+    A causal LM merges into its base's tensors. A classifier merges into the base's
+    sequence-classification model (its head included, the LM head dropped): its float32 tensors are
+    counted on an empty (meta-device) copy; the file adds only its header of a few KiB.
+    """
+    if row.get("task") != "classification":
+        return model_bytes(row["base_model"])
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(resolve_model(row["base_model"]), num_labels=len(row["labels"]))
+    with init_empty_weights():
+        skeleton = AutoModelForSequenceClassification.from_config(config)
+    return sum(p.numel() for p in skeleton.parameters()) * torch.float32.itemsize
 
 
 def check_same_base(rows: list[dict]) -> None:
@@ -118,7 +158,7 @@ def serving_rows(row: dict) -> list[dict]:
     merged_parameters = (row["total_parameters"] - row["trainable_parameters"]
                          if row.get("total_parameters") is not None else None)  # the adapter folds in
     merged = dict(row, variant="lora-merged", name=f"{row['name']}-merged", trainable_parameters=0,
-                  total_parameters=merged_parameters, weights_bytes=model_bytes(row["base_model"]),
+                  total_parameters=merged_parameters, weights_bytes=merged_weights_bytes(row),
                   quality_from=row["folder"])
     return [dict(row, variant="lora"), merged]
 
@@ -135,7 +175,7 @@ def measure_row(row: dict, texts: list[str], settings: LatencySettings, work_dir
                 threads: int | None) -> dict:
     cfg = load_config(Path(row["folder"]) / "config.yaml", [f"threads={threads}"] if threads else [])
     spec = {"target": "base" if row["method"] == "base" else row["folder"], "variant": row["variant"],
-            "config": cfg.model_dump(mode="json"), "texts": texts, **asdict(settings)}
+            "task": row.get("task"), "config": cfg.model_dump(mode="json"), "texts": texts, **asdict(settings)}
     if row["variant"] != "lora-merged":
         return measure_in_subprocess(spec, work_dir)
     from .merge import run_merge
@@ -200,7 +240,8 @@ def add_relative_figures(rows: list[dict]) -> None:
         for key, out in (("perplexity", "perplexity_change_pct"), ("general_perplexity", "forgetting_pct")):
             if row.get(key) is not None and base.get(key):
                 row[out] = round((row[key] / base[key] - 1) * 100, 2)
-        if row.get("latency_p50_ms") is not None and base.get("latency_p50_ms"):
+        same_work = row.get("latency_kind") == base.get("latency_kind")  # a forward pass is no generation
+        if row.get("latency_p50_ms") is not None and base.get("latency_p50_ms") and same_work:
             row["latency_vs_base"] = round(row["latency_p50_ms"] / base["latency_p50_ms"], 3)
 
 
@@ -226,12 +267,25 @@ def table_cells(rows: list[dict]) -> list[list[str]]:
     return [[h for _, h, _ in present]] + [[cell(r.get(k), f) for k, _, f in present] for r in rows]
 
 
+def latency_notes(rows: list[dict]) -> list[str]:
+    """One line per latency kind present: what a timed request of that kind is."""
+    notes = []
+    for kind, note in LATENCY_NOTES.items():
+        timed = [r for r in rows if r.get("latency_kind") == kind]
+        if timed:
+            longest = max((r["input_tokens_max"] for r in timed if r.get("input_tokens_max")), default=None)
+            notes.append(f"{kind}: " + note.format(max_new_tokens=timed[0].get("max_new_tokens"),
+                                                   input_tokens_max=longest))
+    return notes
+
+
 def text_table(rows: list[dict]) -> str:
     cells = table_cells(rows)
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    notes = latency_notes(rows)
+    return "\n".join(lines + (["", "latency kind:"] + [f"  {n}" for n in notes] if notes else []))
 
 
 def render_markdown(rows: list[dict]) -> str:
@@ -240,6 +294,7 @@ def render_markdown(rows: list[dict]) -> str:
              "|" + "|".join("---" for _ in cells[0]) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
     lines.append("")
+    lines += [f"- latency kind {note}" for note in latency_notes(rows)]
     for row in rows:
         if row.get("perplexity_change_pct") is not None and row["variant"] != "base":
             line = f"- **{row['name']}**: test perplexity {row['perplexity_change_pct']:+.1f}% vs base"

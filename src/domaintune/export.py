@@ -1,4 +1,5 @@
-"""`domaintune export RUN --format gguf`: the run's model as GGUF files (f16 and q8_0) for llama.cpp/Ollama.
+"""`domaintune export RUN --format gguf`: the run's model as GGUF files (f16 and q8_0; f32 on request) for
+llama.cpp/Ollama.
 
 Writing goes through the `gguf` package (GGUFWriter, its llama tensor-name map and its q8_0 quantizer).
 Two things it does not provide are done here: the HF -> llama.cpp row permutation of the q/k
@@ -6,7 +7,9 @@ projections (it lives in llama.cpp's convert script, not in the package), and re
 out of an HF tokenizer. Only Llama-architecture models are exported (SmolLM2 is one).
 
 Each file is read back with transformers' GGUF loader and its logits compared with the source model's
-on a few test prompts; the figures go to export_card.json beside the files.
+on a few test prompts; the figures go to export_card.json beside the files. f32 reads back bit-identical:
+the writer adds no error, and all of f16's difference is the rounding of the weights (BENCHMARKS.md,
+bench/gguf_precision.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from .errors import DomaintuneError
 from .io import atomic_write_json, staged_dir
+from .methods import ADAPTER_METHODS, WEIGHT_METHODS
 from .models import resolve_model, source_of_converted
 from .prepare import read_split
 from .render import prompt_ids
@@ -29,9 +33,11 @@ from .runs import is_adapter_run, load_run_model, run_card, run_config
 
 FORMATS = {
     # name: (type of 2-D weights, general.file_type)
+    "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
     "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
     "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
 }
+DEFAULT_TYPES = ("f16", "q8_0")
 
 
 def permute_qk(weight: np.ndarray, n_head: int) -> np.ndarray:
@@ -60,7 +66,8 @@ def vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[lis
 
 
 def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, fmt: str,
-               name: str, pre: str) -> None:
+               name: str, pre: str, keep_f32: tuple[str, ...] = ()) -> None:
+    """Write one GGUF file; tensors whose llama.cpp name starts with a `keep_f32` prefix stay f32."""
     cfg = model.config
     if cfg.model_type != "llama":
         raise DomaintuneError(f"GGUF export supports Llama-architecture models, not '{cfg.model_type}'")
@@ -110,8 +117,8 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
             data = permute_qk(data, cfg.num_attention_heads)
         elif hf_name.endswith("k_proj.weight"):
             data = permute_qk(data, cfg.num_key_value_heads)
-        if data.ndim == 1:  # norms stay f32, as llama.cpp's converter keeps them
-            writer.add_tensor(gguf_name, data.astype(np.float32))
+        if data.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32 or gguf_name.startswith(keep_f32):
+            writer.add_tensor(gguf_name, data.astype(np.float32))  # norms stay f32, as in llama.cpp's converter
         elif qtype == gguf.GGMLQuantizationType.F16:
             writer.add_tensor(gguf_name, data.astype(np.float16))
         else:
@@ -126,6 +133,10 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
 def round_trip(model: PreTrainedModel, folder: Path, filename: str, prompts: list[list[int]]) -> dict:
     """Load the file back with transformers' GGUF loader; compare logits with the source model."""
     loaded = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=filename, dtype=torch.float32).eval()
+    # Same dtype and attention kernel on both sides, or the figures would measure kernels, not the file.
+    for side in (model, loaded):
+        if side.dtype != torch.float32 or side.config._attn_implementation != model.config._attn_implementation:
+            raise RuntimeError(f"GGUF round trip: {side.dtype}, {side.config._attn_implementation} on one side")
     max_diff, sum_diff, agree, total = 0.0, 0.0, 0, 0
     for ids in prompts:
         x = torch.tensor([ids])
@@ -139,26 +150,37 @@ def round_trip(model: PreTrainedModel, folder: Path, filename: str, prompts: lis
 
 
 def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | None = None,
-               check_prompts: int = 4) -> Path:
-    """Write RUN/gguf/{model-f16,model-q8_0}.gguf and export_card.json; returns the folder."""
+               check_prompts: int = 4, types: tuple[str, ...] = DEFAULT_TYPES) -> Path:
+    """Write RUN/gguf/model-{type}.gguf for each of `types` and export_card.json; returns the folder."""
     if fmt != "gguf":
         raise DomaintuneError(f"export --format {fmt}: only 'gguf' is supported")
+    unknown = [t for t in types if t not in FORMATS]
+    if unknown or not types:
+        given = f"'{unknown[0]}' is not a type" if unknown else "no type given"
+        raise DomaintuneError(f"export --types: {given}; choose from {', '.join(FORMATS)} (comma-separated)")
     run_dir = Path(run_dir)
     card = run_card(run_dir)
+    if card.get("method") not in ADAPTER_METHODS + WEIGHT_METHODS:
+        raise DomaintuneError(f"{run_dir}: export needs a training run; this folder is '{card.get('method')}'")
+    if card.get("task") == "classification":
+        raise DomaintuneError(f"{run_dir}: a classification run (a sequence-classification head) has no GGUF form "
+                              "llama.cpp serves; export takes causal-LM runs (train.task sft or causal-lm)")
     cfg = run_config(run_dir)
     model, tokenizer = load_run_model(str(run_dir), cfg)
     if is_adapter_run(card):
         model = model.merge_and_unload()
     model.eval()
-    base_source = source_of_converted(Path(resolve_model(cfg.model.name)))
-    pre = _pre_tokenizer_of(base_source) if base_source else "gpt-2"
+    if model.config.model_type != "llama":
+        raise DomaintuneError(f"{run_dir}: GGUF export supports Llama-architecture models, not "
+                              f"'{model.config.model_type}'")
+    pre = tokenizer_pre(cfg.model.name)
     texts = [r["text"] for r in read_split(cfg.data.output_dir, "test")[:check_prompts]]
     prompts = [prompt_ids(tokenizer, cfg.prompt, t, cfg.evaluate.max_length) for t in texts]
     out = Path(output_dir) if output_dir else run_dir / "gguf"
     export_card: dict = {"run": str(run_dir.resolve()), "method": card.get("method"), "tokenizer_pre": pre,
                          "files": {}}
     with staged_dir(out) as folder:
-        for name in FORMATS:
+        for name in types:
             filename = f"model-{name}.gguf"
             write_gguf(model, tokenizer, folder / filename, name, f"{run_dir.name}-{name}", pre)
             entry = {"bytes": os.path.getsize(folder / filename)}
@@ -168,8 +190,11 @@ def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | 
     return out
 
 
-def _pre_tokenizer_of(gguf_path: str) -> str:
+def tokenizer_pre(model_name: str) -> str:
     """The pre-tokenizer name of the GGUF the base was converted from, so llama.cpp splits text alike."""
-    reader = gguf.GGUFReader(gguf_path)
+    source = source_of_converted(Path(resolve_model(model_name)))
+    if source is None:
+        return "gpt-2"
+    reader = gguf.GGUFReader(source)
     field = reader.get_field("tokenizer.ggml.pre")
     return field.contents() if field is not None else "gpt-2"

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display; figures are rendered straight to SVG text
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .compare import COLUMNS, cell  # noqa: E402
+from .compare import COLUMNS, cell, latency_notes  # noqa: E402
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}
@@ -51,7 +51,7 @@ def loss_plot(curves: dict[str, list[dict]]) -> str | None:
 def quality_cost_plot(rows: list[dict]) -> str | None:
     quality = "accuracy" if any(r.get("accuracy") is not None for r in rows) else "perplexity"
     costs = [("train_wall_seconds", "training time (s)"), ("peak_rss_generating_bytes", "peak memory generating (MiB)"),
-             ("weights_bytes", "size on disk (MiB)")]
+             ("peak_rss_classifying_bytes", "peak memory classifying (MiB)"), ("weights_bytes", "size on disk (MiB)")]
     costs = [c for c in costs if any(r.get(c[0]) is not None and r.get(quality) is not None for r in rows)]
     if not costs:
         return None
@@ -80,14 +80,15 @@ def latency_plot(rows: list[dict]) -> str | None:
     timed = [r for r in rows if r.get("latency_p50_ms") is not None]
     if not timed:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
     xs = range(len(timed))
     ax.bar([x - 0.2 for x in xs], [r["latency_p50_ms"] for r in timed], width=0.4, label="p50")
     ax.bar([x + 0.2 for x in xs], [r.get("latency_p95_ms") or 0 for r in timed], width=0.4, label="p95")
-    ax.set_xticks(list(xs), [r["name"] for r in timed], rotation=20, fontsize=8)
+    ax.set_xticks(list(xs), [f"{r['name']}\n({r.get('latency_kind')})" for r in timed], rotation=20, fontsize=8)
     ax.set_ylabel("ms per request")
     ax.legend()
-    return _figure(fig, "Latency per request: rows[].latency_p50_ms and rows[].latency_p95_ms.")
+    return _figure(fig, "Latency per request: rows[].latency_p50_ms and rows[].latency_p95_ms, labelled with "
+                        "rows[].latency_kind; bars of different kinds time different work (see the notes above).")
 
 
 def table_html(rows: list[dict]) -> str:
@@ -120,14 +121,16 @@ def render_html(report: dict) -> str:
     rows = report["rows"]
     plots = [p for p in (loss_plot(report.get("loss_curves", {})), quality_cost_plot(rows), latency_plot(rows)) if p]
     settings = report.get("latency_settings")
-    timing = ("Inference timed per request in a fresh process per model, greedy, "
-              f"exactly {settings['max_new_tokens']} new tokens, {settings['warmup']} warm-up requests excluded, "
-              "tokenization excluded (latency_settings)." if settings else "Inference cost was not measured.")
+    timing = ("Inference timed per request in a fresh process per model, "
+              f"{settings['warmup']} warm-up requests excluded, tokenization excluded (latency_settings)."
+              if settings else "Inference cost of the language models was not measured.")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in latency_notes(rows))
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>domaintune comparison</title>",
         f"<style>{STYLE}</style></head><body><h1>domaintune comparison</h1>",
         f"<p>{html.escape(timing)} Header codes are comparison.json field names (rows[]).</p>",
-        table_html(rows), "<h2>Plots</h2>", *plots, "<h2>Generation samples</h2>", samples_html(rows),
+        table_html(rows), f"<p>What one timed request is, by <code>latency_kind</code>:</p><ul>{notes}</ul>"
+        if notes else "", "<h2>Plots</h2>", *plots, "<h2>Generation samples</h2>", samples_html(rows),
         "<h2>comparison.json</h2><details><summary>all figures</summary><pre>",
         html.escape(json.dumps(report, indent=1)), "</pre></details></body></html>",
     ]

@@ -59,6 +59,9 @@ def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTraine
         model = load_classifier(str(folder), card["labels"]) if classifier else load_causal_lm(str(folder))
         return model, tokenizer
     own = run_config(target)
+    if card.get("base_model") not in (None, own.model.name):
+        raise DomaintuneError(f"{target}: run_card.json says the adapter was trained from '{card['base_model']}' "
+                              f"but config.yaml names '{own.model.name}'; the folder mixes two runs")
     try:
         if classifier:
             base = load_classifier(resolve_model(own.model.name), card["labels"], own.model.revision)
@@ -67,4 +70,11 @@ def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTraine
             base, _ = load_base(own.model.name, own.model.revision)
     except DomaintuneError as exc:
         raise DomaintuneError(f"{target}: the adapter's base model cannot be loaded: {exc}") from None
-    return PeftModel.from_pretrained(base, folder), tokenizer
+    try:
+        return PeftModel.from_pretrained(base, folder), tokenizer
+    except RuntimeError as exc:
+        if "size mismatch" not in str(exc):
+            raise
+        first = next(line.strip() for line in str(exc).splitlines() if "size mismatch" in line)
+        raise DomaintuneError(f"{target}: adapter/ does not fit base model '{own.model.name}', it was trained "
+                              f"from another base ({first})") from None
