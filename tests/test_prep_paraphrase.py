@@ -54,6 +54,8 @@ def scripted(monkeypatch, tiny_model_dir):
         "second review here": ("Second  REVIEW here", True),
         "third review here": ("on and on " * 20, False),
         "fourth review here": ("the fourth one, said differently", True),
+        "the fifth review says the tablets helped my back pain within two weeks":
+            ("The fifth review says the tablets helped my back pain within two weeks, really.", True),
     }
 
     def fake(model, tok, prompts, max_new_tokens, temperature=0.0):
@@ -68,15 +70,16 @@ def scripted(monkeypatch, tiny_model_dir):
     return tokenizer
 
 
-def test_empty_identical_and_too_long_generations_are_dropped_and_counted(scripted, tiny_model_dir):
+def test_empty_identical_near_copy_and_too_long_generations_are_dropped_and_counted(scripted, tiny_model_dir):
     cfg = load_config(None, [f"model.name={tiny_model_dir}", "data.augment.method=paraphrase",
-                             "data.augment.paraphrase.max_new_tokens=30"])
+                             "data.augment.paraphrase.max_new_tokens=100"])
     sources = ["first review here", "second review here", "third review here", "fourth review here",
-               "a review far too long for the limit " * 10]
+               "the fifth review says the tablets helped my back pain within two weeks",
+               "a review far too long for the limit " * 40]
     rows = Rows.from_list([{"id": f"r{i}", "text": t, "label": "positive", "source": "s"}
                            for i, t in enumerate(sources)])
     rejected = Counter()
     made = list(paraphrases(rows, cfg, rejected))
-    assert rejected == {"empty": 1, "identical": 1, "too_long": 1, "source_too_long": 1}
+    assert rejected == {"empty": 1, "identical": 1, "too_long": 1, "near_copy": 1, "source_too_long": 1}
     assert made == [{"id": "r3#aug1", "text": "the fourth one, said differently", "label": "positive",
                      "source": "s", "augmented": True}]

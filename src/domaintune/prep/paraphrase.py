@@ -1,10 +1,12 @@
 """Paraphrase augmentation: the chosen model (`model.name`) rewrites training rows through the generate
 path (left-padded batches, greedy or seeded sampling).
 
-A generation is kept only if it is a plausible paraphrase: not empty, not the source again (nor a copy
-of another variant), and not too long: it must end on its own within `max_length_ratio` times the
-source's tokens (a model that rambles or never stops is cut there and dropped). Sources longer than
-`max_new_tokens` are skipped, since their paraphrase could not fit.
+A generation is kept only if it is a plausible paraphrase: not empty, not too long (it must end on its
+own within `max_length_ratio` times the source's tokens: a model that rambles or never stops is cut
+there and dropped), not the source again (nor a copy of another variant), and not a near copy of the
+source (shingle Jaccard at or above `data.dedup.threshold`, which a small model often writes by
+changing a word or two). Sources longer than `max_new_tokens` are skipped: their paraphrase could not
+fit.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..clean import clean_text
-from ..config import Config, PromptConfig
+from ..config import Config, DedupConfig, PromptConfig
 from ..errors import DomaintuneError
 from .augment import same_text, variant
+from .dedup import jaccard, shingles
 from .store import Rows
 
 _CHUNK = 256  # rows decided (and held) at a time; batches are cut from each chunk by length
@@ -76,7 +79,8 @@ def paraphrases(rows: Rows, cfg: Config, rejected: Counter) -> Iterator[dict]:
                                          settings.temperature)
                 for i, (ids, ended) in zip(batch, outputs, strict=True):
                     text = clean_text(tokenizer.decode(ids, skip_special_tokens=True), **clean)
-                    reason = _rejection(text, ended and len(ids) <= limits[i], chunk[i]["text"], made[i])
+                    fits = ended and len(ids) <= limits[i]
+                    reason = _rejection(text, fits, chunk[i]["text"], made[i], cfg.data.dedup)
                     if reason:
                         rejected[reason] += 1
                     else:
@@ -86,11 +90,14 @@ def paraphrases(rows: Rows, cfg: Config, rejected: Counter) -> Iterator[dict]:
                 yield variant(chunk[i], k, text)
 
 
-def _rejection(text: str, fits: bool, source: str, earlier: list[str]) -> str | None:
+def _rejection(text: str, fits: bool, source: str, earlier: list[str], dedup: DedupConfig) -> str | None:
     if not text:
         return "empty"
     if not fits:
         return "too_long"
     if same_text(text, source) or any(same_text(text, other) for other in earlier):
         return "identical"
+    mine, theirs = (shingles(t, dedup.shingle, dedup.word_ngram, dedup.char_ngram) for t in (text, source))
+    if jaccard(mine, theirs) >= dedup.threshold:
+        return "near_copy"
     return None
