@@ -8,7 +8,7 @@ The corpus (bench/prepare_corpus.py): drug reviews plus stitched reviews, with 1
   B. near-duplicate detection             (MinHash band keys, one map, + candidates by sorting each band)
   C. the filter map again with the SmolLM2 tokenizer, as run_prepare runs it (token filters and the
      card's histogram need the counts), reported apart
-  Maps use `--num-proc` worker processes once there are 5,000+ rows per worker.
+  Maps use `--num-proc` worker processes once there are 10,000+ rows per worker.
 
 Recall = share of planted near duplicates that stage B removed. `--end-to-end N` also times the whole
 `run_prepare` on N documents written as a CSV (memory: bench/prepare_memory.py). Run:
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -102,9 +101,7 @@ def end_to_end(n: int, num_proc: int, folder: Path) -> dict:
     start = time.perf_counter()
     card = read_data_card(run_prepare(cfg))
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"end_to_end_docs": n, "seconds": round(seconds, 1), "docs_per_s": round(n / seconds),
-            "peak_rss_mib": round(peak),
             "rows": card["rows"], "steps": {s["step"]: s["rows_out"] for s in card["steps"]}}
 
 

@@ -4,6 +4,7 @@ these tests check the mechanics (batching, marking, counting, where rows may go)
 from collections import Counter
 
 import pytest
+import torch
 
 from domaintune.config import load_config
 from domaintune.generate import generate_batch
@@ -13,7 +14,8 @@ from domaintune.prep.store import Rows
 from domaintune.prepare import read_data_card, read_split, run_prepare
 
 
-def test_left_padded_batches_generate_what_each_prompt_generates_alone(tiny_model_dir):
+def test_left_padded_batches_generate_what_each_prompt_generates_alone(tiny_model_dir, one_thread):
+    torch.set_num_threads(1)
     model, tokenizer = load_base(str(tiny_model_dir))
     texts = ["great", "this drug worked great and the pain is gone", "awful, I stopped after a week"]
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True)
@@ -25,11 +27,20 @@ def test_left_padded_batches_generate_what_each_prompt_generates_alone(tiny_mode
     assert all(len(ids) == 12 and not ended for ids, ended in together), "a random model does not stop"
 
 
-def test_paraphrase_rows_are_marked_counted_and_only_in_train(tiny_overrides):
-    cfg = load_config(None, [*tiny_overrides, "data.augment.method=paraphrase", "data.augment.max_rows=8",
-                             "data.augment.copies=2", "data.augment.paraphrase.temperature=1.0",
-                             "data.augment.paraphrase.max_length_ratio=3", "data.augment.paraphrase.batch_size=3",
-                             "data.augment.paraphrase.max_new_tokens=40"])
+@pytest.fixture
+def one_thread():
+    """Generation steps of a tiny model are microseconds of work: on a busy machine two OpenMP threads
+    spend most of each step waiting for each other, so these tests run on one (and restore it)."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_paraphrase_rows_are_marked_counted_and_only_in_train(tiny_overrides, one_thread):
+    cfg = load_config(None, [*tiny_overrides, "threads=1", "data.augment.method=paraphrase",
+                             "data.augment.max_rows=8", "data.augment.copies=2",
+                             "data.augment.paraphrase.temperature=1.0", "data.augment.paraphrase.max_length_ratio=3",
+                             "data.augment.paraphrase.batch_size=3", "data.augment.paraphrase.max_new_tokens=40"])
     out = run_prepare(cfg)
     card = read_data_card(out)
     augmentation = card["augmentation"]

@@ -174,7 +174,7 @@ class DataConfig(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-data augmentation.")
     num_proc: int | None = Field(
         None, ge=1, description="Worker processes for the heavy steps (filters + exact hashes, MinHash, token "
-        "counts); unset: one per CPU core. A step uses a worker per 5,000 rows at most: small data stays in "
+        "counts); unset: one per CPU core. A step uses a worker per 10,000 rows at most: small data stays in "
         "one process.",
     )
     output_dir: str = Field("prepared/drugreviews", description="Where `prepare` writes the splits.")

@@ -61,7 +61,8 @@ def paraphrases(rows: Rows, cfg: Config, rejected: Counter) -> Iterator[dict]:
     for chunk in rows.batches(_CHUNK):
         sources = [len(ids) for ids in tokenizer([r["text"] for r in chunk], add_special_tokens=False)["input_ids"]]
         usable = [i for i, n in enumerate(sources) if n <= settings.max_new_tokens]
-        rejected["source_too_long"] += len(chunk) - len(usable)
+        if len(usable) < len(chunk):
+            rejected["source_too_long"] += len(chunk) - len(usable)
         prompts = {i: prompt_ids(tokenizer, prompt, chunk[i]["text"], sources[i] + 4096) for i in usable}
         made: dict[int, list[str]] = {i: [] for i in usable}
         usable.sort(key=lambda i: sources[i])  # similar lengths share a batch: less padding, one limit
