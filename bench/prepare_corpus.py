@@ -69,3 +69,9 @@ def write_corpus_csv(n: int, folder: Path) -> Path:
         writer.writerow(["review", "rating"])
         writer.writerows([fields["review"], fields["rating"]] for _, fields in records)
     return path
+
+
+if __name__ == "__main__":  # python bench/prepare_corpus.py 30000 /tmp/corpus  -> /tmp/corpus/bench_30000.csv
+    import sys
+
+    print(write_corpus_csv(int(sys.argv[1]), Path(sys.argv[2])))
