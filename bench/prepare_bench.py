@@ -1,16 +1,17 @@
 """Throughput and near-duplicate recall of the prepare steps on 10k / 30k / 100k documents.
 
-Documents are the embedded drug reviews plus new reviews stitched from their sentences (three to six
-sentences of different reviews, so they are not near copies of each other). Into each corpus we plant
-10% exact duplicates (case and spacing changed) and 10% near duplicates (one word deleted, replaced or
-added in a review of 30+ words). Both stages run the real prepare code:
+The corpus (bench/prepare_corpus.py): drug reviews plus stitched reviews, with 10% planted exact and
+10% planted near duplicates. The stages run the real prepare code, on memory-mapped Arrow files:
 
-  A. map + clean + filter + exact dedup   (prep.formats.rows_from_table, prep.filters, prep.dedup.drop_exact)
-  B. near-duplicate detection             (MinHash signatures with `num_proc` workers + LSH)
-  C. token counting for the token filters and the card (SmolLM2 tokenizer, batched), reported apart
+  A. map + clean into Arrow, filters + exact hash (one map), exact dedup
+                                          (prep.formats.iter_rows, prep.store.spool, prep.filters, prep.dedup)
+  B. near-duplicate detection             (MinHash band keys, one map, + candidates by sorting each band)
+  C. the filter map again with the SmolLM2 tokenizer, as run_prepare runs it (token filters and the
+     card's histogram need the counts), reported apart
+  Maps use `--num-proc` worker processes once there are 10,000+ rows per worker.
 
 Recall = share of planted near duplicates that stage B removed. `--end-to-end N` also times the whole
-`run_prepare` on N documents written as a CSV. Run:
+`run_prepare` on N documents written as a CSV (memory: bench/prepare_memory.py). Run:
 
     PYTHONPATH=src python bench/prepare_bench.py --sizes 10000 30000 100000 --num-proc 2 --end-to-end 100000
 """
@@ -18,97 +19,54 @@ Recall = share of planted near duplicates that stage B removed. `--end-to-end N`
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import random
-import re
-import resource
+import os
 import tempfile
 import time
 from pathlib import Path
 
+from prepare_corpus import make_corpus, write_corpus_csv
+
 from domaintune.clean import clean_text, normalized_key
 from domaintune.config import load_config
-from domaintune.prep.dedup import drop_exact, drop_near, jaccard, shingles, signatures
-from domaintune.prep.filters import apply_filters
-from domaintune.prep.formats import rows_from_table
+from domaintune.prep.dedup import add_band_keys, drop_exact, drop_near, jaccard, shingles
+from domaintune.prep.filters import apply_filters, measure
+from domaintune.prep.formats import iter_rows
 from domaintune.prep.readers import Table
 from domaintune.prep.report import BadRows, StepLog
-from domaintune.prepare import _cached_tokenizer, _count_tokens, read_data_card, run_prepare
-from domaintune.sources import named_dataset
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+from domaintune.prep.store import Rows, row_schema, scratch_dir, spool
+from domaintune.prepare import _cached_tokenizer, read_data_card, run_prepare
 
 
-def base_reviews() -> list[str]:
-    tables = named_dataset("drugreviews")
-    return [fields["review"] for t in tables.values() for _, fields in t.records if fields["review"].strip()]
-
-
-def make_corpus(n: int, seed: int = 0) -> tuple[list[tuple[str, dict]], dict[str, str]]:
-    """n records, and for each planted near duplicate: its row id -> the text it was made from."""
-    rng = random.Random(seed)
-    reviews = base_reviews()
-    sentences = [s for r in reviews for s in _SENTENCE.split(r) if len(s.split()) >= 4]
-    labels = ("negative", "neutral", "positive")
-    docs = [(r, labels[i % 3]) for i, r in enumerate(reviews)]
-    n_unique = int(n * 0.8)
-    while len(docs) < n_unique:
-        docs.append((" ".join(rng.sample(sentences, rng.randint(3, 6))), rng.choice(labels)))
-    docs = docs[:n_unique]
-    planted_near: dict[int, str] = {}
-    long_docs = [d for d in docs if len(d[0].split()) >= 30]
-    while len(docs) < n:
-        if rng.random() < 0.5:
-            text, label = rng.choice(docs)
-            docs.append(("  " + text.upper() if rng.random() < 0.5 else text.replace(" ", "  "), label))
-        else:
-            text, label = rng.choice(long_docs)
-            words = text.split()
-            i = rng.randrange(len(words))
-            edit = rng.choice(("delete", "replace", "insert"))
-            if edit == "delete":
-                del words[i]
-            elif edit == "replace":
-                words[i] = rng.choice(("really", "very", "also", "still", "never"))
-            else:
-                words.insert(i, rng.choice(("really", "very", "also", "still", "never")))
-            planted_near[len(docs)] = text
-            docs.append((" ".join(words), label))
-    order = list(range(n))
-    rng.shuffle(order)  # copies may now come before their originals, as in real data
-    records = [(f"row {k}", {"review": docs[i][0], "rating": docs[i][1]}) for k, i in enumerate(order)]
-    return records, {f"bench:row {k}": planted_near[i] for k, i in enumerate(order) if i in planted_near}
-
-
-def run(n: int, num_proc: int) -> dict:
+def run(n: int, num_proc: int, folder: Path) -> dict:
     records, planted = make_corpus(n)
     data = load_config(None, [
         "data.filters.max_chars=5000", "data.filters.max_symbol_ratio=0.3", "data.filters.script=latin",
-        "data.filters.max_repeated_ngram_ratio=0.5", f"data.dedup.num_proc={num_proc}",
+        "data.filters.max_repeated_ngram_ratio=0.5", f"data.num_proc={num_proc}",
     ]).data
     table = Table("bench", "-", records)
     log = StepLog()
-    start = time.perf_counter()
-    rows = rows_from_table(table, data, BadRows(strict=False))
-    rows = apply_filters(rows, data, None, log)
-    rows = drop_exact(rows, log)
-    stage_a = time.perf_counter() - start
+    with scratch_dir(folder / "out") as scratch:
+        start = time.perf_counter()
+        pool = Rows(spool(iter_rows(table, data, BadRows(strict=False)), row_schema(data), scratch / "pool.arrow"))
+        rows = drop_exact(apply_filters(measure(pool, data, None, num_proc), data, log), log)
+        stage_a = time.perf_counter() - start
 
-    start = time.perf_counter()
-    sigs = signatures([r["text"] for r in rows], data.dedup)
-    kept, _ = drop_near(rows, sigs, data.dedup, log)
-    stage_b = time.perf_counter() - start
+        start = time.perf_counter()
+        kept = drop_near(add_band_keys(rows, data.dedup, num_proc), data.dedup, log)
+        stage_b = time.perf_counter() - start
+
+        tokenizer = _cached_tokenizer("smollm2-135m", None)  # loaded before the clock starts
+        start = time.perf_counter()
+        measure(rows, data, tokenizer, num_proc)
+        stage_c = time.perf_counter() - start
+        rows = [r for batch in rows.batches() for r in batch]
+        kept = [r for batch in kept.batches() for r in batch]
 
     # A planted pair is found when copy and original do not both survive: dedup keeps whichever comes
     # first, so sometimes the copy stays and the original goes. Exact copies of the original were already
     # merged in stage A, hence the normalized-key comparison.
     kept_keys = {normalized_key(r["text"]) for r in kept}
-    tokenizer = _cached_tokenizer("smollm2-135m", None)  # loaded before the clock starts
-    start = time.perf_counter()
-    _count_tokens(tokenizer, rows)
-    stage_c = time.perf_counter() - start
-
     kept_ids = {r["id"] for r in kept}
     text_of = {r["id"]: r["text"] for r in rows}
     cfg = data.dedup
@@ -125,7 +83,7 @@ def run(n: int, num_proc: int) -> dict:
     return {
         "docs": n, "stage_a_s": round(stage_a, 2), "stage_a_docs_per_s": round(n / stage_a),
         "stage_b_docs": len(rows), "stage_b_s": round(stage_b, 2), "stage_b_docs_per_s": round(len(rows) / stage_b),
-        "tokens_docs_per_s": round(len(rows) / stage_c),
+        "filter_map_with_tokens_docs_per_s": round(len(rows) / stage_c),
         "filtered": sum(log.steps[0]["removed"].values()), "exact_removed": log.steps[1]["removed"]["exact_duplicate"],
         "near_removed": len(rows) - len(kept), "planted_near": len(planted),
         "planted_near_recall": round(recall, 4), "planted_at_or_above_threshold": len(above),
@@ -133,22 +91,17 @@ def run(n: int, num_proc: int) -> dict:
     }
 
 
+def _prepare_config(path: Path, out: Path, num_proc: int):
+    return load_config(None, [f"data.source={path}", f"data.output_dir={out}", f"data.num_proc={num_proc}"])
+
+
 def end_to_end(n: int, num_proc: int, folder: Path) -> dict:
     """`run_prepare` on the corpus written as a CSV: reading, every step, token histogram, writing."""
-    records, _ = make_corpus(n)
-    path = folder / f"bench_{n}.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["review", "rating"])
-        writer.writerows([fields["review"], fields["rating"]] for _, fields in records)
-    cfg = load_config(None, [f"data.source={path}", f"data.output_dir={folder / 'out'}",
-                             f"data.dedup.num_proc={num_proc}"])
+    cfg = _prepare_config(write_corpus_csv(n, folder), folder / "out", num_proc)
     start = time.perf_counter()
     card = read_data_card(run_prepare(cfg))
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"end_to_end_docs": n, "seconds": round(seconds, 1), "docs_per_s": round(n / seconds),
-            "peak_rss_mib": round(peak),
             "rows": card["rows"], "steps": {s["step"]: s["rows_out"] for s in card["steps"]}}
 
 
@@ -158,11 +111,14 @@ def main() -> None:
     parser.add_argument("--num-proc", type=int, default=2)
     parser.add_argument("--end-to-end", type=int, default=0, help="also time run_prepare on a CSV of this size")
     args = parser.parse_args()
+    print(json.dumps({"load_avg_at_start": os.getloadavg()}), flush=True)
     for n in args.sizes:
-        print(json.dumps(run(n, args.num_proc)), flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            print(json.dumps({**run(n, args.num_proc, Path(folder)), "load_avg": os.getloadavg()}), flush=True)
     if args.end_to_end:
         with tempfile.TemporaryDirectory() as folder:
-            print(json.dumps(end_to_end(args.end_to_end, args.num_proc, Path(folder))), flush=True)
+            print(json.dumps({**end_to_end(args.end_to_end, args.num_proc, Path(folder)),
+                              "load_avg": os.getloadavg()}), flush=True)
 
 
 if __name__ == "__main__":

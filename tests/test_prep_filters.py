@@ -1,9 +1,17 @@
 """Noise filters and dedup: pure functions, milliseconds."""
 
 from domaintune.config import DedupConfig, load_config
-from domaintune.prep.dedup import drop_exact, drop_near, near_matches, shingles, signatures
-from domaintune.prep.filters import apply_filters, repeated_ngram_ratio, script_share, symbol_ratio
+from domaintune.prep.dedup import add_band_keys, drop_exact, drop_near, keyed, near_matches, shingles
+from domaintune.prep.filters import apply_filters, measure, repeated_ngram_ratio, script_share, symbol_ratio
 from domaintune.prep.report import StepLog
+from domaintune.prep.store import Rows
+
+
+class WordTokenizer:
+    """A stand-in tokenizer: one token per word."""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [t.split() for t in texts]}
 
 
 def test_filter_measures():
@@ -23,10 +31,11 @@ def test_filters_report_counts_and_examples():
     ]).data
     texts = ["이 약은 효과가 좋았어요 😀", "짧다", "가" * 70, "!!!@@@###$$$ 약", "this is english text only",
              "광고 광고 광고 광고 광고 광고 광고 광고", "한단어입니다요"]
-    tokens = [len(t.split()) for t in texts]
     log = StepLog()
-    kept = apply_filters([{"text": t} for t in texts], data, tokens, log)
-    assert [r["text"] for r in kept] == ["이 약은 효과가 좋았어요 😀"], "Hangul and emoji pass"
+    rows = measure(Rows.from_list([{"text": t} for t in texts]), data, WordTokenizer(), None)
+    assert rows.arrays["tokens"].tolist() == [len(t.split()) for t in texts]
+    kept = apply_filters(rows, data, log)
+    assert [kept.text(i) for i in range(len(kept))] == ["이 약은 효과가 좋았어요 😀"], "Hangul and emoji pass"
     assert log.steps[0]["removed"] == {"min_chars": 1, "max_chars": 1, "max_symbol_ratio": 1, "script_hangul": 1,
                                        "max_repeated_ngram_ratio": 1, "min_tokens": 1}
     assert log.examples["script_hangul"] == ["this is english text only"]
@@ -39,7 +48,11 @@ def test_shingles_word_for_english_char_for_korean():
 
 
 def _rows(texts):
-    return [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+    return keyed([{"id": str(i), "text": t} for i, t in enumerate(texts)])
+
+
+def _ids(rows):
+    return [r["id"] for batch in rows.batches() for r in batch]
 
 
 def test_exact_and_near_dedup_keep_the_first_copy():
@@ -50,14 +63,13 @@ def test_exact_and_near_dedup_keep_the_first_copy():
              korean, korean.replace("정말", "진짜")]
     log = StepLog()
     rows = drop_exact(_rows(texts), log)
-    assert [r["id"] for r in rows] == ["0", "2", "3", "4", "5"]
+    assert _ids(rows) == ["0", "2", "3", "4", "5"]
     cfg = DedupConfig()
-    kept, sigs = drop_near(rows, signatures([r["text"] for r in rows], cfg), cfg, log)
-    assert [r["id"] for r in kept] == ["0", "3", "4"], "near copies (English and Korean) go, first kept"
-    assert log.steps[-1]["removed"] == {"near_duplicate": 2} and len(sigs) == 3
-    query = [base.replace("treatment", "therapy")]
-    leaks = near_matches(query, signatures(query, cfg), [r["text"] for r in kept], sigs, cfg)
-    assert leaks == [True]
+    kept = drop_near(add_band_keys(rows, cfg, None), cfg, log)
+    assert _ids(kept) == ["0", "3", "4"], "near copies (English and Korean) go, first kept"
+    assert log.steps[-1]["removed"] == {"near_duplicate": 2} and kept.arrays["bands"].shape[0] == 3
+    query = keyed([{"text": base.replace("treatment", "therapy")}], cfg)
+    assert near_matches(query, kept, cfg).tolist() == [True]
 
 
 def test_near_dedup_threshold_is_respected():
@@ -65,5 +77,5 @@ def test_near_dedup_threshold_is_respected():
     b = "one two three four five six seven eight nine ten zebra yak"
     loose, strict = DedupConfig(threshold=0.5), DedupConfig(threshold=0.95)
     for cfg, expected in ((loose, 1), (strict, 2)):
-        kept, _ = drop_near(_rows([a, b]), signatures([a, b], cfg), cfg, StepLog())
+        kept = drop_near(add_band_keys(_rows([a, b]), cfg, None), cfg, StepLog())
         assert len(kept) == expected

@@ -29,6 +29,26 @@ def test_cp949_csv_is_detected_and_decoded(tmp_path):
     assert tables["train"].encoding == "cp949" and not bad.rows
 
 
+def test_large_cp949_file_streams_with_characters_across_read_chunks(tmp_path):
+    """Detection reads 1 MiB at a time: two-byte characters cut by a chunk edge must still decode."""
+    path = tmp_path / "big.csv"
+    lines = ["review,rating"] + [f"{KOREAN} {i},positive" for i in range(60_000)]
+    path.write_bytes(("\n".join(lines) + "\n").encode("cp949"))
+    assert path.stat().st_size > 2 * (1 << 20)
+    tables = read_source(path, "auto", "file", BadRows(False))
+    assert tables["train"].encoding == "cp949" and tables["train"].count == 0, "nothing read before iterating"
+    rows, bad, _ = _read(path)
+    assert len(rows) == 60_000 and rows[-1]["text"] == f"{KOREAN} 59999" and not bad.rows
+
+
+def test_jsonl_value_with_a_unicode_line_separator_stays_one_record(tmp_path):
+    path = tmp_path / "sep.jsonl"
+    path.write_text(json.dumps({"review": "one\u2028two", "rating": "positive"}, ensure_ascii=False) + "\n"
+                    + json.dumps({"review": "three", "rating": "negative"}) + "\n", encoding="utf-8")
+    rows, bad, _ = _read(path)
+    assert [r["id"] for r in rows] == ["sep.jsonl:line 1", "sep.jsonl:line 2"] and not bad.rows
+
+
 def test_utf8_bom_and_quoted_multiline_fields(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes('\ufeffreview,rating\n"first line\nsecond, with comma",positive\nplain,negative\n'
@@ -103,7 +123,7 @@ def test_parquet_and_hf_save_to_disk(tmp_path):
     DatasetDict({"train": Dataset.from_pandas(frame), "test": Dataset.from_pandas(frame.iloc[:1])}).save_to_disk(
         str(tmp_path / "hf"))
     rows, _, tables = _read(tmp_path / "hf")
-    assert len(rows) == 2 and len(tables["test"].records) == 1
+    assert len(rows) == 2 and len(list(tables["test"].records)) == 1
 
 
 def test_text_files_and_folders_by_file_and_paragraph(tmp_path):

@@ -1,66 +1,114 @@
 """Group-aware splits, near-duplicate leakage, source weights, augmentation."""
 
 import random
+from collections import Counter
 
 import pytest
 
-from domaintune.config import AugmentConfig, DedupConfig
+from domaintune.config import DedupConfig, load_config
 from domaintune.errors import DomaintuneError
 from domaintune.prep.augment import augment_rows, delete_and_swap
-from domaintune.prep.dedup import signatures
+from domaintune.prep.dedup import keyed
 from domaintune.prep.splits import apply_weights, remove_leaks, split_rows
+from domaintune.prep.store import Rows
+
+
+def _homes(splits):
+    homes = {}
+    for name, members in splits.items():
+        for row in members:
+            homes.setdefault(row["group"], set()).add(name)
+    return homes
 
 
 def test_group_split_keeps_each_group_in_one_split():
     rows = [{"id": str(i), "text": f"t{i}", "label": "ab"[i % 2], "group": f"drug{i % 10}"} for i in range(200)]
     splits = split_rows(rows, 0.1, 0.2, seed=3, data_format="classification", by_group=True)
-    homes = {}
-    for name, members in splits.items():
-        for row in members:
-            homes.setdefault(row["group"], set()).add(name)
-    assert all(len(h) == 1 for h in homes.values())
+    assert all(len(h) == 1 for h in _homes(splits).values())
     assert {k: len(v) for k, v in splits.items()} == {"train": 140, "val": 20, "test": 40}
     assert split_rows(rows, 0.1, 0.2, 3, "classification", True) == splits
 
 
+def _skewed_groups(seed):
+    """60 drugs of 5-60 reviews; each drug's reviews lean to one label, and labels are unbalanced."""
+    rng = random.Random(seed)
+    rows = []
+    for g in range(60):
+        lean = rng.choices("pnu", weights=(6, 3, 1))[0]
+        for _ in range(rng.randint(5, 60)):
+            label = lean if rng.random() < 0.8 else rng.choice("pnu")
+            rows.append({"id": str(len(rows)), "text": f"t{len(rows)}", "label": label, "group": f"drug{g}"})
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_split_keeps_label_proportions_in_every_split(seed):
+    rows = _skewed_groups(seed)
+    overall = Counter(r["label"] for r in rows)
+    splits = split_rows(rows, 0.1, 0.2, seed=seed, data_format="classification", by_group=True)
+    assert all(len(h) == 1 for h in _homes(splits).values())
+    for name, fraction in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
+        members = splits[name]
+        assert abs(len(members) / len(rows) - fraction) < 0.03, (name, len(members))
+        counts = Counter(r["label"] for r in members)
+        for label, total in overall.items():
+            share, expected = counts[label] / len(members), total / len(rows)
+            assert abs(share - expected) < 0.05, (name, label, round(share, 3), round(expected, 3))
+
+
+def test_group_split_fills_every_split_when_groups_are_few():
+    rows = [{"id": str(i), "text": f"t{i}", "label": "a", "group": f"g{i % 3}"} for i in range(300)]
+    splits = split_rows(rows, 0.1, 0.2, seed=0, data_format="classification", by_group=True)
+    assert all(len(v) == 100 for v in splits.values())
+
+
 def test_group_split_too_few_groups_names_counts():
     rows = [{"id": str(i), "text": f"t{i}", "label": "a", "group": "only"} for i in range(50)]
-    with pytest.raises(DomaintuneError, match=r"1 groups are too few .* 'train' would be empty"):
+    with pytest.raises(DomaintuneError, match=r"1 groups are too few .* '(train|val|test)' would be empty"):
         split_rows(rows, 0.1, 0.2, seed=0, data_format="classification", by_group=True)
 
 
 def test_near_leaks_are_reported_and_removed_from_train():
     review = ("my blood pressure dropped within two weeks and I had no headaches or dizziness at all "
               "which is much better than the last medicine my doctor gave me")
+    cfg = DedupConfig()
     splits = {
         "train": [{"text": review + " last year"}, {"text": "a completely different story"}],
         "val": [{"text": "validation row"}],
         "test": [{"text": review}],
     }
-    cfg = DedupConfig()
-    sigs = {n: signatures([r["text"] for r in rows], cfg) for n, rows in splits.items()}
-    report_only = remove_leaks({k: list(v) for k, v in splits.items()}, dict(sigs), cfg, drop=False)
+    report_only = remove_leaks({n: keyed(rows, cfg) for n, rows in splits.items()}, cfg, drop=False)
     assert report_only == {"exact": {"val": 0, "train": 0}, "near": {"val": 0, "train": 1}}
-    report = remove_leaks(splits, sigs, cfg)
+    views = {n: keyed(rows, cfg) for n, rows in splits.items()}
+    report = remove_leaks(views, cfg)
     assert report["near"]["train"] == 1
-    assert splits["train"] == [{"text": "a completely different story"}] and len(sigs["train"]) == 1
+    assert [views["train"].text(i) for i in range(len(views["train"]))] == ["a completely different story"]
+    assert views["train"].arrays["bands"].shape[0] == 1
+
+
+def _texts_and_ids(rows):
+    return [(r["id"], r["text"]) for batch in rows.batches() for r in batch]
 
 
 def test_weights_sample_and_repeat_per_source():
     rows = [{"id": f"a{i}", "text": "x", "source": "a"} for i in range(100)]
     rows += [{"id": f"b{i}", "text": "y", "source": "b"} for i in range(10)]
-    out = apply_weights(rows, {"a": 0.5, "b": 2.0}, seed=1)
+    out = [r for batch in apply_weights(Rows.from_list(rows), {"a": 0.5, "b": 2.0}, seed=1).batches() for r in batch]
     assert 35 <= sum(r["source"] == "a" for r in out) <= 65
     assert sum(r["source"] == "b" for r in out) == 20
     assert len({r["id"] for r in out}) == len(out), "repeats get their own ids"
+    assert {r["id"] for r in out if r["source"] == "b"} == {f"b{i}" for i in range(10)} | {f"b{i}#2" for i in range(10)}
 
 
 def test_augmentation_marks_rows_and_is_seeded():
-    rows = [{"id": "1", "text": "this medicine helped my back pain a lot after two weeks", "label": "positive"}]
-    cfg = AugmentConfig(method="eda", copies=2, probability=0.2)
-    out = augment_rows(rows, cfg, "classification", seed=0)
-    assert out == augment_rows(rows, cfg, "classification", seed=0)
+    rows = Rows.from_list([{"id": "1", "text": "this medicine helped my back pain a lot after two weeks",
+                            "label": "positive"}])
+    cfg = load_config(None, ["data.augment.method=eda", "data.augment.copies=2", "data.augment.probability=0.2"])
+    rejected = Counter()
+    out = list(augment_rows(rows, cfg, rejected))
+    assert out == list(augment_rows(rows, cfg, Counter()))
     assert [r["id"] for r in out] == ["1#aug1", "1#aug2"]
-    assert all(r["augmented"] and r["label"] == "positive" and r["text"] != rows[0]["text"] for r in out)
-    assert augment_rows(rows, AugmentConfig(), "classification", 0) == []
+    assert all(r["augmented"] and r["label"] == "positive" and r["text"] != rows.text(0) for r in out)
+    assert not rejected
+    assert list(augment_rows(rows, load_config(None, []), rejected)) == []
     assert sorted(delete_and_swap("a b c d e f g h", 0.0001, random.Random(0)).split()) == list("abcdefgh")

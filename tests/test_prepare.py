@@ -5,6 +5,7 @@ import pytest
 from conftest import make_reviews, write_csv
 from domaintune.config import load_config
 from domaintune.errors import DomaintuneError
+from domaintune.prep.dedup import keyed
 from domaintune.prepare import read_split, remove_leaks, run_prepare, split_rows
 
 
@@ -49,12 +50,12 @@ def test_split_is_seeded_stratified_and_disjoint():
 
 def test_leaked_rows_are_removed_from_train():
     splits = {
-        "train": [{"text": "Same text"}, {"text": "unique"}],
-        "val": [{"text": "other"}],
-        "test": [{"text": "same  TEXT"}],
+        "train": keyed([{"text": "Same text"}, {"text": "unique"}]),
+        "val": keyed([{"text": "other"}]),
+        "test": keyed([{"text": "same  TEXT"}]),
     }
     assert remove_leaks(splits) == {"exact": {"val": 0, "train": 1}, "near": {"val": 0, "train": 0}}
-    assert splits["train"] == [{"text": "unique"}]
+    assert [r["text"] for b in splits["train"].batches() for r in b] == ["unique"]
 
 
 def test_test_file_is_kept_and_train_is_split(tmp_path):

@@ -84,15 +84,38 @@ class DedupConfig(_Section):
     )
     word_ngram: int = Field(3, ge=1, description="Words per shingle.")
     char_ngram: int = Field(4, ge=1, description="Characters per shingle.")
-    num_proc: int = Field(1, ge=1, description="Processes for MinHash signatures (HF datasets `map`).")
+
+
+class ParaphraseConfig(_Section):
+    instruction: str = Field(
+        "Rewrite the following text in other words. Keep its meaning, its tone and its language. "
+        "Answer with the rewritten text only.",
+        description="What the model is asked before each training row (as the user turn).",
+    )
+    temperature: float = Field(
+        0.0, ge=0, description="0: greedy, one paraphrase per row; above 0: seeded sampling, `copies` per row."
+    )
+    max_new_tokens: int = Field(
+        256, ge=1, description="Longest paraphrase generated; rows with more tokens than this are skipped."
+    )
+    max_length_ratio: float = Field(
+        2.0, gt=0, description="A paraphrase must end within this many times its source's tokens (plus 8), "
+        "else it is dropped as too long.",
+    )
+    batch_size: int = Field(8, ge=1, description="Rows generated together (left-padded).")
 
 
 class AugmentConfig(_Section):
-    method: Literal["none", "eda"] = Field(
-        "none", description="`eda`: random word deletion and swap (no network); train split only."
+    method: Literal["none", "eda", "paraphrase"] = Field(
+        "none", description="`eda`: random word deletion and swap (no model); `paraphrase`: rewrites by "
+        "`model.name` through its generate path (slow: one generation per row). Train split only.",
     )
     copies: int = Field(1, ge=1, description="Augmented copies per training row.")
-    probability: float = Field(0.1, gt=0, lt=1, description="Per-word chance of deletion / share of swaps.")
+    probability: float = Field(0.1, gt=0, lt=1, description="eda: per-word chance of deletion / share of swaps.")
+    max_rows: int | None = Field(
+        None, ge=1, description="Augment at most this many training rows (a seeded sample); unset: all.",
+    )
+    paraphrase: ParaphraseConfig = Field(default_factory=ParaphraseConfig, description="method=paraphrase.")
 
 
 class DataConfig(_Section):
@@ -149,6 +172,11 @@ class DataConfig(_Section):
         True, description="Remove train rows that (near-)duplicate a val/test row; if false only report them."
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-data augmentation.")
+    num_proc: int | None = Field(
+        None, ge=1, description="Worker processes for the heavy steps (filters + exact hashes, MinHash, token "
+        "counts); unset: one per CPU core. A step uses a worker per 10,000 rows at most: small data stays in "
+        "one process.",
+    )
     output_dir: str = Field("prepared/drugreviews", description="Where `prepare` writes the splits.")
 
 

@@ -1,13 +1,49 @@
-"""Generating answers from the base model or a run, with the same prompt rendering as training."""
+"""Generating answers from the base model or a run, with the same prompt rendering as training.
+
+`generate_batch` is the one generation path: `domaintune generate` runs it on one prompt, paraphrase
+augmentation (prep/paraphrase.py) on many.
+"""
 
 from __future__ import annotations
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import Config
 from .render import prompt_ids
 from .runs import BASE, load_run_model, run_config
 from .runtime import configure_threads
+
+
+@torch.no_grad()
+def generate_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+) -> list[tuple[list[int], bool]]:
+    """Left-padded batched generation, greedy or (temperature > 0) sampled. Per prompt: the new token
+    ids up to the end-of-sequence token, and whether it ended there (False: cut at `max_new_tokens`).
+
+    Left padding keeps every prompt's last token in the last column, where generation continues; the
+    attention mask hides the padding (and the model derives positions from it).
+    """
+    pad = tokenizer.pad_token_id
+    width = max(len(p) for p in prompts)
+    device = model.device
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    out = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+                         pad_token_id=pad, **sampling)
+    stops = model.generation_config.eos_token_id
+    stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.eos_token_id}
+    results = []
+    for row in out[:, width:].tolist():
+        end = next((i for i, token in enumerate(row) if token in stops), None)
+        results.append((row if end is None else row[:end], end is not None))
+    return results
 
 
 def run_generate(
@@ -30,14 +66,5 @@ def run_generate(
         ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
     else:
         ids = prompt_ids(tokenizer, model_cfg.prompt, text, model_cfg.evaluate.max_length)
-    inputs = torch.tensor([ids])
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=inputs,
-            attention_mask=torch.ones_like(inputs),
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            **sampling,
-        )
-    return tokenizer.decode(out[0, inputs.shape[1]:], skip_special_tokens=True).strip()
+    [(new, _)] = generate_batch(model, tokenizer, [ids], max_new_tokens, temperature)
+    return tokenizer.decode(new, skip_special_tokens=True).strip()

@@ -9,7 +9,9 @@ Output folder layout (the contract with the train stage):
     token_lengths.png                     token-length histogram per split (chosen model's tokenizer)
     config.yaml                           the resolved config that produced it
 
-The steps live in `domaintune.prep`, one module each; this module only runs them in order.
+The steps live in `domaintune.prep`, one module each; this module only runs them in order. Rows stream
+from the sources into memory-mapped Arrow files in a scratch folder next to the output (removed when
+the run ends, also on failure); every step after reading works on `Rows` views of them (prep/store.py).
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from .config import Config, DataConfig, save_config
 from .errors import DomaintuneError
 from .io import atomic_write_json, atomic_write_text, staged_dir
 from .prep import card as card_mod
 from .prep.augment import augment_rows
-from .prep.dedup import drop_exact, drop_near, signatures
-from .prep.filters import apply_filters, needs_tokens
-from .prep.formats import rows_from_table
+from .prep.dedup import add_band_keys, drop_exact, drop_near
+from .prep.filters import apply_filters, measure, needs_tokens
+from .prep.formats import iter_rows
 from .prep.readers import Table, read_source
 from .prep.report import BadRows, StepLog
-from .prep.splits import SPLITS, apply_weights, remove_leaks, split_rows
+from .prep.splits import SPLITS, apply_weights, remove_leaks, split_indices, split_rows
+from .prep.store import Rows, join, row_schema, scratch_dir, spool, write_jsonl
 from .sources import is_named, named_dataset
 
 __all__ = ["SPLITS", "read_data_card", "read_split", "remove_leaks", "run_prepare", "split_rows"]
@@ -40,87 +45,108 @@ def run_prepare(cfg: Config) -> Path:
     """Prepare `cfg.data` into `cfg.data.output_dir`; returns that folder."""
     data = cfg.data
     bad, log = BadRows(data.strict), StepLog()
-    pool_tables, test_table, pool_reader_bad = _open_sources(data, bad)
-    test_reader_bad = Counter(bad.by_reason) - pool_reader_bad  # malformed lines of data.test_source
-    pool = []
-    for table, _ in pool_tables:
-        for row in rows_from_table(table, data, bad):
-            row["source"] = table.origin
-            pool.append(row)
-    records = sum(len(t.records) for t, _ in pool_tables) + sum(pool_reader_bad.values())
-    log.record("read", records, len(pool), dict(Counter(bad.by_reason) - test_reader_bad))
-    if not pool:
-        raise DomaintuneError(f"{', '.join(t.origin for t, _ in pool_tables)}: no usable rows "
-                              f"({bad.summary()['by_reason'] or 'the sources are empty'})")
+    tokenizer, token_error = _tokenizer_or_error(cfg)
+    with scratch_dir(data.output_dir) as scratch:
+        pool_tables, test_table = _open_sources(data, bad)
+        pool = _read(pool_tables, data, bad, log, scratch / "pool.arrow", "read", with_source=True)
+        if not len(pool):
+            raise DomaintuneError(f"{', '.join(t.origin for t, _ in pool_tables)}: no usable rows "
+                                  f"({bad.summary()['by_reason'] or 'the sources are empty'})")
 
-    tokenizer = _tokenizer(cfg) if needs_tokens(data) else None
-    pool = apply_filters(pool, data, _count_tokens(tokenizer, pool) if tokenizer else None, log)
-    if data.dedup.exact:
-        pool = drop_exact(pool, log)
-    sig_of: dict[str, object] | None = None
-    if data.dedup.near:
-        sigs = signatures([r["text"] for r in pool], data.dedup)
-        pool, sigs = drop_near(pool, sigs, data.dedup, log)
-        sig_of = dict(zip((r["id"] for r in pool), sigs, strict=True))
-    if not pool:
-        raise DomaintuneError(f"no rows left after filtering and deduplication ({log.steps})")
+        pool = apply_filters(measure(pool, data, tokenizer, data.num_proc), data, log)
+        if data.dedup.exact:
+            pool = drop_exact(pool, log)
+        if data.dedup.near:
+            pool = drop_near(add_band_keys(pool, data.dedup, data.num_proc), data.dedup, log)
+        if not len(pool):
+            raise DomaintuneError(f"no rows left after filtering and deduplication ({log.steps})")
 
-    by_group = data.group_column is not None
-    if test_table is None:
-        splits = split_rows(pool, data.val_fraction, data.test_fraction, cfg.seed, data.format, by_group)
-    else:
-        before = Counter(bad.by_reason)
-        test = rows_from_table(test_table, data, bad)
-        log.record("read_test_file", len(test_table.records) + sum(test_reader_bad.values()), len(test),
-                   dict(Counter(bad.by_reason) - before + test_reader_bad))
-        rest = split_rows(pool, data.val_fraction, 0.0, cfg.seed, data.format, by_group)
-        splits = {"train": rest["train"], "val": rest["val"], "test": test}
-        if sig_of is not None:
-            sig_of.update(zip((r["id"] for r in test), signatures([r["text"] for r in test], data.dedup), strict=True))
-    split_sigs = {n: [sig_of[r["id"]] for r in rows] for n, rows in splits.items()} if sig_of is not None else None
-    leaks = remove_leaks(splits, split_sigs, data.dedup, drop=data.remove_leaks)
-    if not splits["train"]:
-        raise DomaintuneError("no training rows left after removing rows that leak into val/test")
+        splits = _split(pool, data, cfg.seed, test_fraction=0.0 if test_table else data.test_fraction)
+        if test_table is not None:
+            test = _read([(test_table, 1.0)], data, bad, log, scratch / "test.arrow", "read_test_file")
+            test = measure(test, data, tokenizer, data.num_proc)
+            splits["test"] = add_band_keys(test, data.dedup, data.num_proc) if data.dedup.near else test
+        leaks = remove_leaks(splits, data.dedup if data.dedup.near else None, drop=data.remove_leaks)
+        if not len(splits["train"]):
+            raise DomaintuneError("no training rows left after removing rows that leak into val/test")
 
-    augmented = _weight_and_augment(splits, {t.origin: w for t, w in pool_tables}, data, cfg.seed, log)
-    labels = _label_set(splits, data) if data.format == "classification" else None
-    card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmented, labels)
+        weights = {t.origin: w for t, w in pool_tables}
+        splits["train"], augmentation = _weight_and_augment(splits["train"], weights, cfg, tokenizer, log, scratch)
+        labels = _label_set(splits, data) if data.format == "classification" else None
+        card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels)
 
-    with staged_dir(data.output_dir) as folder:
-        card["token_lengths"] = _token_lengths(cfg, tokenizer, splits, folder)
-        for name, rows in splits.items():
-            lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-            atomic_write_text(folder / f"{name}.jsonl", lines)
-        atomic_write_json(folder / "data_card.json", card)
-        atomic_write_text(folder / "data_card.md", card_mod.render_markdown(card))
-        save_config(cfg, folder)
+        with staged_dir(data.output_dir) as folder:
+            card["token_lengths"] = _token_lengths(cfg, splits, token_error, folder)
+            for name, rows in splits.items():
+                write_jsonl(rows, folder / f"{name}.jsonl")
+            atomic_write_json(folder / "data_card.json", card)
+            atomic_write_text(folder / "data_card.md", card_mod.render_markdown(card))
+            save_config(cfg, folder)
     return Path(data.output_dir)
 
 
+def _read(tables: list[tuple[Table, float]], data: DataConfig, bad: BadRows, log: StepLog, path: Path,
+          step: str, with_source: bool = False) -> Rows:
+    """Stream the tables' rows into an Arrow file; every record is a row or a counted bad row."""
+    before = Counter(bad.by_reason)
+
+    def rows():
+        for table, _ in tables:
+            for row in iter_rows(table, data, bad):
+                if with_source:
+                    row["source"] = table.origin
+                yield row
+
+    read = Rows(spool(rows(), row_schema(data), path))
+    removed = dict(Counter(bad.by_reason) - before)
+    log.record(step, len(read) + sum(removed.values()), len(read), removed)
+    return read
+
+
+def _split(pool: Rows, data: DataConfig, seed: int, test_fraction: float) -> dict[str, Rows]:
+    labels = pool.codes("label") if data.format == "classification" else None
+    groups = pool.codes("group") if data.group_column else None
+    indices = split_indices(len(pool), data.val_fraction, test_fraction, seed, labels, groups)
+    return {name: pool.select(members) for name, members in indices.items()}
+
+
 def _weight_and_augment(
-    splits: dict[str, list[dict]], weights: dict[str, float], data: DataConfig, seed: int, log: StepLog
-) -> int:
-    """Source weights and augmentation, on train only (after the leakage check); returns rows added
-    by augmentation."""
-    before = splits["train"]
-    originals = {id(row) for row in before}
-    train = apply_weights(before, weights, seed)
-    augmented = augment_rows(train, data.augment, data.format, seed)
-    splits["train"] = train + augmented
-    random.Random(seed).shuffle(splits["train"])
-    if len(train) != len(before) or augmented:
-        copies = sum(id(row) not in originals for row in train)
-        log.record("train_weights_and_augmentation", len(before), len(splits["train"]),
-                   {"weight_sampling": len(before) - (len(train) - copies)},
-                   {"weight_repeats": copies, "augmented": len(augmented)})
-    return len(augmented)
+    train: Rows, weights: dict[str, float], cfg: Config, tokenizer, log: StepLog, scratch: Path
+) -> tuple[Rows, dict | None]:
+    """Source weights and augmentation, on train only (after the leakage check), then one seeded
+    shuffle; returns the new train rows and what augmentation did (None when it is off)."""
+    data = cfg.data
+    weighted = apply_weights(train, weights, cfg.seed)
+    rejected: Counter = Counter()
+    made = Rows(spool(augment_rows(weighted, cfg, rejected), row_schema(data), scratch / "augmented.arrow"))
+    made = measure(made, data, tokenizer, data.num_proc)  # token counts for the card
+    if "copy" in weighted.arrays:
+        made = made.with_arrays(copy=np.zeros(len(made), np.int64))
+    order = list(range(len(weighted) + len(made)))
+    random.Random(cfg.seed).shuffle(order)
+    final = join(weighted, made).select(np.array(order, np.int64))
+    if len(weighted) != len(train) or len(made):
+        copies = int(np.count_nonzero(weighted.arrays["copy"])) if "copy" in weighted.arrays else 0
+        log.record("train_weights_and_augmentation", len(train), len(final),
+                   {"weight_sampling": len(train) - (len(weighted) - copies)},
+                   {"weight_repeats": copies, "augmented": len(made)})
+    if data.augment.method == "none":
+        return final, None
+    return final, {"method": data.augment.method, "added": len(made), "rejected": dict(rejected)}
 
 
-def _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmented, labels) -> dict:
+def _distribution(rows: Rows) -> dict[str, int]:
+    """Rows per label, labels in order of first appearance."""
+    codes, names = rows.codes("label")
+    found, first, counts = np.unique(codes, return_index=True, return_counts=True)
+    return {names[found[k]]: int(counts[k]) for k in np.argsort(first)}
+
+
+def _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels) -> dict:
     data = cfg.data
     card = {
         "format": data.format,
-        "sources": {t.origin: {"sha256": t.fingerprint, "encoding": t.encoding, "records": len(t.records),
+        "sources": {t.origin: {"sha256": t.fingerprint, "encoding": t.encoding, "records": t.count,
                                "weight": w, "role": "test" if t is test_table else "pool"}
                     for t, w in [*pool_tables, *([(test_table, 1.0)] if test_table else [])]},
         "config_fingerprint": card_mod.fingerprint(
@@ -135,10 +161,10 @@ def _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmented
         "leaked_rows_removed": {n: leaks["exact"][n] + leaks["near"][n] for n in ("val", "train")}
         if data.remove_leaks else {"val": 0, "train": 0},
         "rows": {name: len(rows) for name, rows in splits.items()},
-        "augmented_rows": augmented,
+        "augmented_rows": augmentation["added"] if augmentation else 0,
+        "augmentation": augmentation,
         "labels": labels,
-        "label_distribution": {name: dict(Counter(r["label"] for r in rows)) for name, rows in splits.items()}
-        if labels else None,
+        "label_distribution": {name: _distribution(rows) for name, rows in splits.items()} if labels else None,
     }
     card["fingerprint"] = card_mod.fingerprint(
         [{k: v["sha256"] for k, v in card["sources"].items()}, card["config_fingerprint"]]
@@ -150,30 +176,34 @@ def _removed(log: StepLog, step: str) -> int:
     return sum(sum(s["removed"].values()) for s in log.steps if s["step"] == step)
 
 
-def _open_sources(data: DataConfig, bad: BadRows) -> tuple[list[tuple[Table, float]], Table | None, Counter]:
-    """The pool tables with their weights, the test table (named dataset, HF test split, or file), and
-    the malformed-line counts of the pool files (the test file is read last, so they can be told apart)."""
-    test = None
+def _open_sources(data: DataConfig, bad: BadRows) -> tuple[list[tuple[Table, float]], Table | None]:
+    """The pool tables with their weights, and the test table (named dataset, HF test split, or file).
+    Tables are opened here and read when their rows are wanted."""
     if is_named(data.source):
         tables = named_dataset(data.source)
-        pool, test = [(tables["train"], 1.0)], tables["test"]
     else:
         tables = read_source(data.source, data.encoding, data.text_unit, bad)
-        pool, test = [(tables["train"], 1.0)], tables.get("test")
+    pool, test = [(tables["train"], 1.0)], tables.get("test")
     for entry in data.sources:
         extra = named_dataset(entry.path)["train"] if is_named(entry.path) else \
             read_source(entry.path, data.encoding, data.text_unit, bad)["train"]
         if extra.origin in {t.origin for t, _ in pool}:
             extra.origin = entry.path  # two files of the same name: the path keeps row ids unique
         pool.append((extra, entry.weight))
-    pool_bad = Counter(bad.by_reason)
     if data.test_source:
         test = read_source(data.test_source, data.encoding, data.text_unit, bad)["train"]
-    return pool, test, pool_bad
+    return pool, test
 
 
-def _tokenizer(cfg: Config):
-    return _cached_tokenizer(cfg.model.name, cfg.model.revision)
+def _tokenizer_or_error(cfg: Config):
+    """The chosen model's tokenizer and None, or None and why it could not be loaded. Only a token
+    filter needs it; otherwise the card records the reason instead of the token lengths."""
+    try:
+        return _cached_tokenizer(cfg.model.name, cfg.model.revision), None
+    except (DomaintuneError, OSError, ValueError) as exc:
+        if needs_tokens(cfg.data):
+            raise
+        return None, f"tokenizer of '{cfg.model.name}' could not be loaded ({str(exc).splitlines()[0]})"
 
 
 @functools.lru_cache(maxsize=2)
@@ -184,30 +214,19 @@ def _cached_tokenizer(name: str, revision: str | None):
     return load_tokenizer(resolve_model(name), revision)
 
 
-def _count_tokens(tokenizer, rows: list[dict]) -> list[int]:
-    counts: list[int] = []
-    for start in range(0, len(rows), 1000):
-        batch = [r["text"] for r in rows[start:start + 1000]]
-        counts += [len(ids) for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]]
-    return counts
-
-
-def _token_lengths(cfg: Config, tokenizer, splits: dict[str, list[dict]], folder: Path) -> dict:
-    """Per-split token statistics and the histogram PNG; a model that cannot be loaded is recorded,
-    not fatal, since no token filter asked for it."""
-    try:
-        tokenizer = tokenizer or _tokenizer(cfg)
-    except (DomaintuneError, OSError, ValueError) as exc:
-        return {"error": f"tokenizer of '{cfg.model.name}' could not be loaded ({str(exc).splitlines()[0]})"}
-    lengths = {name: _count_tokens(tokenizer, rows) for name, rows in splits.items()}
+def _token_lengths(cfg: Config, splits: dict[str, Rows], error: str | None, folder: Path) -> dict:
+    """Per-split token statistics and the histogram PNG (token counts come from the filter map)."""
+    if error:
+        return {"error": error}
+    lengths = {name: rows.arrays["tokens"] for name, rows in splits.items()}
     card_mod.write_histogram(lengths, cfg.model.name, folder / card_mod.HISTOGRAM)
     return {"tokenizer": cfg.model.name, "splits": card_mod.token_stats(lengths), "histogram": card_mod.HISTOGRAM}
 
 
-def _label_set(splits: dict[str, list[dict]], data: DataConfig) -> list[str]:
-    labels = data.labels or sorted({r["label"] for r in splits["train"]})
+def _label_set(splits: dict[str, Rows], data: DataConfig) -> list[str]:
+    labels = data.labels or sorted(set(splits["train"].codes("label")[1]))
     for name, rows in splits.items():
-        unknown = sorted({r["label"] for r in rows} - set(labels))
+        unknown = sorted(set(rows.codes("label")[1]) - set(labels))
         if unknown:
             raise DomaintuneError(
                 f"{name} split has labels {unknown} that are not among the labels {labels}; "

@@ -18,10 +18,10 @@ def fingerprint(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def token_stats(lengths: dict[str, list[int]]) -> dict[str, dict]:
+def token_stats(lengths: dict[str, np.ndarray]) -> dict[str, dict]:
     stats = {}
     for name, values in lengths.items():
-        if values:
+        if len(values):
             arr = np.asarray(values)
             stats[name] = {
                 "min": int(arr.min()), "p50": int(np.percentile(arr, 50)), "p95": int(np.percentile(arr, 95)),
@@ -30,18 +30,18 @@ def token_stats(lengths: dict[str, list[int]]) -> dict[str, dict]:
     return stats
 
 
-def write_histogram(lengths: dict[str, list[int]], tokenizer_name: str, path: Path) -> None:
+def write_histogram(lengths: dict[str, np.ndarray], tokenizer_name: str, path: Path) -> None:
     """One step histogram per split on shared bins, so the splits' shapes can be compared at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
 
-    every = [v for values in lengths.values() for v in values] or [0]
-    bins = np.linspace(0, max(every) + 1, 41)
+    longest = max((int(np.max(values)) for values in lengths.values() if len(values)), default=0)
+    bins = np.linspace(0, longest + 1, 41)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for name, values in lengths.items():
-        if values:
+        if len(values):
             share = np.full(len(values), 1 / len(values))  # bar height = share of the split's rows
             ax.hist(values, bins=bins, weights=share, histtype="step", linewidth=1.5, label=f"{name} ({len(values)})")
     ax.set_xlabel(f"tokens per row ({tokenizer_name})")
@@ -92,6 +92,11 @@ def render_markdown(card: dict) -> str:
     lines += [f"| {name} | {leak['exact'][name]} | {leak['near'][name]} |" for name in ("train", "val")]
     lines += ["", f"Dedup: {card['dedup']['exact']} exact and {card['dedup']['near']} near duplicates removed "
               f"(Jaccard >= {card['dedup']['threshold']}, shingles `{card['dedup']['shingle']}`)."]
+    augmentation = card.get("augmentation")
+    if augmentation:
+        rejected = ", ".join(f"{reason}: {n}" for reason, n in augmentation["rejected"].items()) or "none"
+        lines += ["", "## Augmentation", "", f"Method `{augmentation['method']}` (train only, after the leakage "
+                  f"check): {augmentation['added']} rows added; variants dropped: {rejected}."]
     lines += ["", "## Splits", "", "| split | rows | augmented | labels |", "|---|---|---|---|"]
     for name, n in card["rows"].items():
         dist = (card["label_distribution"] or {}).get(name, {})
@@ -126,6 +131,8 @@ def summarize(card: dict) -> str:
         f"leakage between splits: {leaked} rows ({'removed' if leak['removed'] else 'reported only'})",
         "splits: " + ", ".join(f"{name} {n}" for name, n in card["rows"].items())
         + (f" (train includes {card['augmented_rows']} augmented)" if card["augmented_rows"] else ""),
+        *([f"augmentation ({aug['method']}): {aug['added']} added, "
+           f"{sum(aug['rejected'].values())} variants dropped"] if (aug := card.get("augmentation")) else []),
         f"fingerprint {card['fingerprint']}",
     ]
     return "\n".join(lines)

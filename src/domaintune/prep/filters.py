@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import numpy as np
+
 from ..config import DataConfig
-from .report import StepLog
+from .dedup import exact_key
+from .report import EXAMPLES_PER_RULE, StepLog
+from .store import Rows
 
 _LETTER = re.compile(r"[^\W\d_]")
 _SYMBOL = re.compile(r"[^\w\s]")
@@ -79,18 +83,60 @@ def failed_rule(text: str, tokens: int | None, data: DataConfig) -> str | None:
     return None
 
 
+def rule_names(data: DataConfig) -> list[str]:
+    """Every rule `failed_rule` can name, in its order; a row's rule is stored as an index into this."""
+    return ["min_chars", "max_chars", "min_tokens", "max_tokens", "max_symbol_ratio",
+            f"script_{data.filters.script}", "max_repeated_ngram_ratio"]
+
+
 def needs_tokens(data: DataConfig) -> bool:
     return data.filters.min_tokens is not None or data.filters.max_tokens is not None
 
 
-def apply_filters(rows: list[dict], data: DataConfig, tokens: list[int] | None, log: StepLog) -> list[dict]:
-    kept, removed = [], Counter()
-    for i, row in enumerate(rows):
-        rule = failed_rule(row["text"], tokens[i] if tokens is not None else None, data)
-        if rule is None:
-            kept.append(row)
-        else:
-            removed[rule] += 1
-            log.example(rule, row)
-    log.record("filter", len(rows), len(kept), dict(removed))
+def count_tokens(tokenizer, texts: list[str]) -> list[int]:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):  # no offsets kept: ~20% faster
+        return [len(encoding.ids) for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def measure_batch(texts: list[str], data: DataConfig, tokenizer) -> dict[str, np.ndarray]:
+    """Map function: per row the first rule it breaks (-1: none), the exact-dedup hash, and the token
+    count with the chosen model's tokenizer (-1 without one). One pass over the text for all three."""
+    tokens = count_tokens(tokenizer, texts) if tokenizer else None
+    names = rule_names(data)
+    rules = [failed_rule(text, tokens[i] if tokens else None, data) for i, text in enumerate(texts)]
+    return {
+        "rule": np.array([-1 if r is None else names.index(r) for r in rules], np.int8),
+        "key": np.fromiter((exact_key(t) for t in texts), np.uint64, len(texts)),
+        "tokens": np.array(tokens if tokens is not None else [-1] * len(texts), np.int32),
+    }
+
+
+def measure(rows: Rows, data: DataConfig, tokenizer, num_proc: int | None) -> Rows:
+    """`rows` with `rule`, `key` and (with a tokenizer) `tokens` arrays."""
+    if not len(rows):
+        empty = {"rule": np.zeros(0, np.int8), "key": np.zeros(0, np.uint64)}
+        return rows.with_arrays(**empty, **({"tokens": np.zeros(0, np.int32)} if tokenizer else {}))
+    table = rows.map(measure_batch, ["text"], num_proc, "filters + exact hash", data=data, tokenizer=tokenizer)
+    arrays = {name: table.column(name).to_numpy() for name in ("rule", "key", "tokens")}
+    if tokenizer is None:
+        del arrays["tokens"]
+    return rows.with_arrays(**arrays)
+
+
+def apply_filters(rows: Rows, data: DataConfig, log: StepLog) -> Rows:
+    """Drop the rows `measure` found breaking a rule; counts per rule (in order of first occurrence)
+    and a few examples go to the log."""
+    codes, names = rows.arrays["rule"], rule_names(data)
+    failed = np.flatnonzero(codes >= 0)
+    found, first, counts = np.unique(codes[failed], return_index=True, return_counts=True)
+    removed = {}
+    for k in np.argsort(first):
+        code = found[k]
+        removed[names[code]] = int(counts[k])
+        for i in np.flatnonzero(codes == code)[:EXAMPLES_PER_RULE]:
+            log.example(names[code], {"text": rows.text(i)})
+    kept = rows.select(codes < 0)
+    log.record("filter", len(rows), len(kept), removed)
     return kept

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from itertools import chain, islice
 
 from ..clean import clean_text
 from ..config import DataConfig
@@ -30,9 +32,10 @@ def looks_binary(value: str) -> bool:
     return _CONTROL.search(value) is not None and len(_CONTROL.findall(value)) > 0.1 * len(value)
 
 
-def _check_columns(table: Table, data: DataConfig) -> None:
-    """A column absent from every record is a config problem, not a bad row: stop with the columns seen."""
-    if table.plain_text or not table.records:
+def _check_columns(table: Table, head: list[tuple[str, dict]], data: DataConfig) -> None:
+    """A column absent from every record is a config problem, not a bad row: stop with the columns seen
+    in the first records (`head`)."""
+    if table.plain_text or not head:
         if table.plain_text and data.format != "text":
             raise DomaintuneError(f"{table.origin}: plain-text input has no labels or turns; use data.format=text")
         return
@@ -45,7 +48,7 @@ def _check_columns(table: Table, data: DataConfig) -> None:
     if data.group_column:
         needed.append(("group_column", data.group_column))
     seen: dict[str, None] = {}
-    for _, fields in table.records[:1000]:
+    for _, fields in head:
         seen.update(dict.fromkeys(fields))
     for setting, column in needed:
         if column is None:
@@ -72,14 +75,21 @@ def _messages(value, where_hint: str) -> list[dict]:
 
 
 def rows_from_table(table: Table, data: DataConfig, bad: BadRows) -> list[dict]:
-    """Map, clean and validate every record of `table`; malformed ones go to `bad`."""
-    _check_columns(table, data)
+    """All rows of a (small) table at once; `iter_rows` streams them."""
+    return list(iter_rows(table, data, bad))
+
+
+def iter_rows(table: Table, data: DataConfig, bad: BadRows) -> Iterator[dict]:
+    """Map, clean and validate every record of `table`, one at a time; malformed ones go to `bad`."""
+    records = iter(table.records)
+    head = list(islice(records, 1000))
+    _check_columns(table, head, data)
     options = data.clean.model_dump()
     flat = {**options, "keep_newlines": False}
     keep = {**options, "keep_newlines": True}
     text_key = "text" if table.plain_text else data.text_column
-    rows = []
-    for where, fields in table.records:
+    for where, fields in chain(head, records):
+        table.count += 1
         raw_values = [v for v in fields.values() if isinstance(v, str)]
         if "__not_object__" in fields:
             bad.add(table.origin, where, "not a JSON object", _sample(fields))
@@ -127,8 +137,7 @@ def rows_from_table(table: Table, data: DataConfig, bad: BadRows) -> list[dict]:
                 bad.add(table.origin, where, f"missing group ({data.group_column})", _sample(fields))
                 continue
             row["group"] = str(group).strip()
-        rows.append(row)
-    return rows
+        yield row
 
 
 def _sample(fields: dict) -> str:

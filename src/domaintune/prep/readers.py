@@ -1,43 +1,81 @@
 """Reading sources into records: (where, fields) pairs that remember their line for the data card.
 
+Records are produced lazily, one at a time, straight from the file (CSV/TSV, JSONL, Parquet, text
+paragraphs or lines, HF folders), so a source larger than memory streams into the Arrow files that the
+later steps work on; only a JSON array and a single document of text are read whole.
+
 Malformed input (wrong column count, broken quoting, invalid JSON lines) goes to `BadRows`, which
-counts it or, with `data.strict`, stops at the first one. Text is decoded here once: UTF-8 (with or
-without BOM) first, then cp949 (a superset of EUC-KR, common in Korean exports), then charset-normalizer.
+counts it or, with `data.strict`, stops at the first one. The encoding is settled before reading: UTF-8
+(with or without BOM) first, then cp949 (a superset of EUC-KR, common in Korean exports), then
+charset-normalizer.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 from ..errors import DomaintuneError
 from .report import BadRows
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", *TEXT_SUFFIXES)
+_CHUNK = 1 << 20
+_SNIFF_BYTES = 8 << 20  # charset-normalizer guesses from the start of a file
 
 
 @dataclass
 class Table:
-    """Records read from one source; `origin` names it in errors, row ids and the data card."""
+    """Records read from one source; `origin` names it in errors, row ids and the data card.
+
+    `records` may be a generator, read once; `count` is the number of records read so far.
+    """
 
     origin: str
     fingerprint: str
-    records: list[tuple[str, dict]] = field(default_factory=list)
+    records: Iterable[tuple[str, dict]] = field(default_factory=list)
     plain_text: bool = False  # records carry only {"text"}: no columns to map
     encoding: str | None = None
+    count: int = 0
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def decode_bytes(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
-    """Decode a file's bytes; returns (text, encoding used).
+def _decodes(opener: Callable[[], BinaryIO], codec: str) -> bool:
+    """Whether the whole stream decodes strictly with `codec`, read chunk by chunk."""
+    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    try:
+        with opener() as handle:
+            while chunk := handle.read(_CHUNK):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _few_bad_lines(opener: Callable[[], BinaryIO]) -> bool:
+    """UTF-8 with at most 1% of lines (at least one) holding undecodable bytes."""
+    lines = damaged = 0
+    with io.TextIOWrapper(opener(), encoding="utf-8-sig", errors="replace") as handle:
+        for line in handle:
+            lines += 1
+            damaged += "\ufffd" in line
+    return damaged <= max(1, lines // 100)
+
+
+def detect_encoding(opener: Callable[[], BinaryIO], encoding: str, origin: str) -> tuple[str, str, str]:
+    """How to decode a file: (Python codec, error mode, name for the card).
 
     Order: UTF-8 (BOM or not); cp949 then EUC-KR, which reject UTF-8 Korean within a few bytes, so a
     strict success means a legacy Korean file; then UTF-8 with a few corrupt bytes (the damaged rows
@@ -45,32 +83,39 @@ def decode_bytes(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
     """
     if encoding != "auto":
         try:
-            return data.decode(encoding), encoding
+            if not _decodes(opener, encoding):
+                with opener() as handle:
+                    handle.read().decode(encoding)  # raises, with the position of the first bad byte
         except (UnicodeDecodeError, LookupError) as exc:
             raise DomaintuneError(f"{origin}: cannot be decoded as {encoding} ({exc}); set data.encoding") from None
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        pass
+        return encoding, "strict", encoding
+    if _decodes(opener, "utf-8-sig"):
+        return "utf-8-sig", "strict", "utf-8"
     for codec in ("cp949", "euc-kr"):
-        try:
-            return data.decode(codec), codec
-        except UnicodeDecodeError:
-            continue
-    lenient = data.decode("utf-8-sig", errors="replace")
-    lines = lenient.splitlines()
-    if sum("\ufffd" in line for line in lines) <= max(1, len(lines) // 100):
-        return lenient, "utf-8"
+        if _decodes(opener, codec):
+            return codec, "strict", codec
+    if _few_bad_lines(opener):
+        return "utf-8-sig", "replace", "utf-8"
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
+    with opener() as handle:
+        best = from_bytes(handle.read(_SNIFF_BYTES)).best()
     if best is None:
         raise DomaintuneError(f"{origin}: the text encoding could not be detected; set data.encoding")
-    return str(best), best.encoding
+    return best.encoding, "strict", best.encoding
+
+
+def decode_bytes(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
+    """Decode bytes held in memory; returns (text, encoding name)."""
+    codec, errors, name = detect_encoding(lambda: io.BytesIO(data), encoding, origin)
+    return data.decode(codec, errors), name
 
 
 def read_source(path: str | Path, encoding: str, text_unit: str, bad: BadRows) -> dict[str, Table]:
-    """Read one file or folder; returns {"train": Table} plus "test" for an HF DatasetDict that has one."""
+    """Open one file or folder; returns {"train": Table} plus "test" for an HF DatasetDict that has one.
+
+    Files are checked (existence, type, encoding) here; their records are read when iterated.
+    """
     path = Path(path)
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
@@ -83,27 +128,37 @@ def read_source(path: str | Path, encoding: str, text_unit: str, bad: BadRows) -
         raise DomaintuneError(
             f"{path}: unsupported file type '{suffix}' (use {', '.join(TABLE_SUFFIXES)}, or a folder)"
         )
-    data = path.read_bytes()
-    table = Table(path.name, _sha256(data))
+    table = Table(path.name, _file_sha256(path))
     if suffix == ".parquet":
         table.records = _parquet_records(path)
         return {"train": table}
-    text, table.encoding = decode_bytes(data, encoding, path.name)
+    codec, errors, table.encoding = detect_encoding(lambda: path.open("rb"), encoding, path.name)
+
+    def text() -> TextIO:
+        # newline="" hands line ends to the csv module untouched (quoted fields may hold them)
+        return path.open(encoding=codec, errors=errors, newline="" if suffix in (".csv", ".tsv", ".tab") else None)
+
     if suffix in (".csv", ".tsv", ".tab"):
-        table.records = csv_records(text, "," if suffix == ".csv" else "\t", path.name, bad)
+        table.records = _reading(text, lambda h: csv_records(h, "," if suffix == ".csv" else "\t", path.name, bad))
     elif suffix in (".jsonl", ".ndjson"):
-        table.records = jsonl_records(text, path.name, bad)
+        table.records = _reading(text, lambda h: jsonl_records(h, path.name, bad))
     elif suffix == ".json":
-        table.records = json_records(text, path.name)
+        table.records = _reading(text, lambda h: json_records(h.read(), path.name))
     else:
-        table.records = text_records(text, text_unit, "")
+        table.records = _reading(text, lambda h: text_records(h, text_unit, ""))
         table.plain_text = True
     return {"train": table}
 
 
-def csv_records(text: str, delimiter: str, origin: str, bad: BadRows) -> list[tuple[str, dict]]:
+def _reading(opener: Callable[[], TextIO], records: Callable[[TextIO], Iterable]) -> Iterator:
+    """Records of a file opened only when the first one is wanted, and closed after the last."""
+    with opener() as handle:
+        yield from records(handle)
+
+
+def csv_records(handle: TextIO, delimiter: str, origin: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
     """Rows of a CSV/TSV as dicts keyed by the header; quoted fields may span lines."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(handle, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -111,7 +166,7 @@ def csv_records(text: str, delimiter: str, origin: str, bad: BadRows) -> list[tu
     except csv.Error as exc:
         raise DomaintuneError(f"{origin}: line 1: the header cannot be parsed ({exc})") from None
     header = [name.strip() for name in header]
-    records, last_line = [], reader.line_num
+    last_line = reader.line_num
     while True:
         start = last_line + 1
         try:
@@ -133,13 +188,12 @@ def csv_records(text: str, delimiter: str, origin: str, bad: BadRows) -> list[tu
             span = f"lines {start}-{last_line}" if last_line > start else f"line {start}"
             bad.add(origin, span, f"expected {len(header)} columns, found {len(row)}", delimiter.join(row))
             continue
-        records.append((f"line {start}", dict(zip(header, row, strict=True))))
-    return records
+        yield f"line {start}", dict(zip(header, row, strict=True))
 
 
-def jsonl_records(text: str, origin: str, bad: BadRows) -> list[tuple[str, dict]]:
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+def jsonl_records(lines: Iterable[str], origin: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\n")
         if not line.strip():
             continue
         try:
@@ -150,8 +204,7 @@ def jsonl_records(text: str, origin: str, bad: BadRows) -> list[tuple[str, dict]
         if not isinstance(value, dict):
             bad.add(origin, f"line {number}", f"a JSON {type(value).__name__}, not an object", line)
             continue
-        records.append((f"line {number}", value))
-    return records
+        yield f"line {number}", value
 
 
 def json_records(text: str, origin: str) -> list[tuple[str, dict]]:
@@ -172,22 +225,31 @@ def json_records(text: str, origin: str) -> list[tuple[str, dict]]:
             for i, item in enumerate(value, start=1)]
 
 
-def text_records(text: str, unit: str, prefix: str) -> list[tuple[str, dict]]:
+def text_records(handle: TextIO, unit: str, prefix: str) -> Iterator[tuple[str, dict]]:
     """Documents of a plain-text file: the whole file, each blank-line paragraph, or each line."""
     if unit == "file":
-        return [(f"{prefix}line 1", {"text": text})] if text.strip() else []
-    lines = text.splitlines()
-    if unit == "line":
-        return [(f"{prefix}line {i}", {"text": line}) for i, line in enumerate(lines, 1) if line.strip()]
-    records, start, block = [], 0, []
-    for number, line in enumerate([*lines, ""], start=1):
-        if line.strip():
+        text = handle.read()
+        if text.strip():
+            yield f"{prefix}line 1", {"text": text}
+        return
+    start, block = 0, []
+    for number, line in enumerate(_with_end(handle), start=1):
+        line = line.rstrip("\n")
+        if unit == "line":
+            if line.strip():
+                yield f"{prefix}line {number}", {"text": line}
+        elif line.strip():
             start = start or number
             block.append(line)
         elif block:
-            records.append((f"{prefix}line {start}", {"text": "\n".join(block)}))
+            yield f"{prefix}line {start}", {"text": "\n".join(block)}
             start, block = 0, []
-    return records
+
+
+def _with_end(lines: Iterable[str]) -> Iterator[str]:
+    """The lines, then one empty line that closes the last paragraph."""
+    yield from lines
+    yield ""
 
 
 def read_text_folder(folder: Path, encoding: str, text_unit: str, bad: BadRows) -> Table:
@@ -195,28 +257,33 @@ def read_text_folder(folder: Path, encoding: str, text_unit: str, bad: BadRows) 
     if not files:
         raise DomaintuneError(f"{folder}: no .txt or .md files found (and not an HF save_to_disk folder)")
     digest = hashlib.sha256()
-    records = []
     for path in files:
-        data = path.read_bytes()
-        relative = path.relative_to(folder).as_posix()
-        digest.update(relative.encode() + b"\0" + _sha256(data).encode())
-        text, _ = decode_bytes(data, encoding, f"{folder.name}/{relative}")
-        records += text_records(text, text_unit, f"{relative} ")
-    return Table(folder.name, digest.hexdigest(), records, plain_text=True)
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + _file_sha256(path).encode())
+
+    def records() -> Iterator[tuple[str, dict]]:
+        for path in files:  # one file in memory at a time
+            relative = path.relative_to(folder).as_posix()
+            text, _ = decode_bytes(path.read_bytes(), encoding, f"{folder.name}/{relative}")
+            yield from text_records(io.StringIO(text), text_unit, f"{relative} ")
+
+    return Table(folder.name, digest.hexdigest(), records(), plain_text=True)
 
 
-def _parquet_records(path: Path) -> list[tuple[str, dict]]:
+def _parquet_records(path: Path) -> Iterator[tuple[str, dict]]:
     import pyarrow.parquet as pq
 
     try:
-        rows = pq.read_table(path).to_pylist()
+        number = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1000):
+            for row in batch.to_pylist():
+                number += 1
+                yield f"row {number}", row
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise DomaintuneError(f"{path.name}: cannot be read as Parquet ({exc})") from None
-    return [(f"row {i}", row) for i, row in enumerate(rows, start=1)]
 
 
 def read_hf_folder(folder: Path) -> dict[str, Table]:
-    """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk` (memory-mapped)."""
     from datasets import Dataset, load_from_disk
 
     loaded = load_from_disk(str(folder))
@@ -226,8 +293,15 @@ def read_hf_folder(folder: Path) -> dict[str, Table]:
     tables = {}
     for split in ("train", "test"):
         if split in parts:
-            dataset = parts[split]
             origin = folder.name if split == "train" else f"{folder.name}/test"
-            records = [(f"row {i}", row) for i, row in enumerate(dataset, start=1)]
-            tables[split] = Table(origin, dataset._fingerprint, records)
+            tables[split] = Table(origin, parts[split]._fingerprint, _dataset_records(parts[split]))
     return tables
+
+
+def _dataset_records(dataset) -> Iterator[tuple[str, dict]]:
+    number = 0
+    for batch in dataset.iter(batch_size=1000):
+        columns = list(batch)
+        for values in zip(*batch.values(), strict=True):
+            number += 1
+            yield f"row {number}", dict(zip(columns, values, strict=True))

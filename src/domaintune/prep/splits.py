@@ -1,15 +1,21 @@
-"""Seeded splits (stratified by label, or by group), leakage removal between splits, source weights."""
+"""Seeded splits (stratified by label, by group, or both), leakage removal between splits, source weights.
+
+Splits are computed on row positions and label/group codes only, never on the documents.
+"""
 
 from __future__ import annotations
 
 import random
 
-from ..clean import normalized_key
+import numpy as np
+
 from ..config import DedupConfig
 from ..errors import DomaintuneError
-from .dedup import near_matches
+from .dedup import exact_matches, near_matches
+from .store import Rows
 
 SPLITS = ("train", "val", "test")
+Codes = tuple[np.ndarray, list[str]]  # one code per row, and the value each code stands for
 
 
 def _too_few(n: int, name: str, val_fraction: float, test_fraction: float, unit: str = "rows") -> DomaintuneError:
@@ -20,107 +26,134 @@ def _too_few(n: int, name: str, val_fraction: float, test_fraction: float, unit:
     )
 
 
-def split_rows(
-    rows: list[dict], val_fraction: float, test_fraction: float, seed: int, data_format: str,
-    by_group: bool = False,
-) -> dict[str, list[dict]]:
-    """Seeded split; stratified by label for classification so rare labels reach every split; with
-    `by_group` whole groups (row["group"]) are assigned, so no group straddles two splits."""
+def split_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int, labels: Codes | None = None,
+    groups: Codes | None = None,
+) -> dict[str, np.ndarray]:
+    """Seeded split of rows 0..n-1. With `labels` each label is split in proportion (rare labels reach
+    every split); with `groups` whole groups are assigned, so no group straddles two splits, and the
+    label proportions are kept per split as well as whole groups allow."""
     if val_fraction + test_fraction >= 1.0:
         raise DomaintuneError(
             f"data.val_fraction + data.test_fraction must be below 1 (got {val_fraction + test_fraction})"
         )
     rng = random.Random(seed)
-    splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    if by_group:
-        _split_groups(rows, val_fraction, test_fraction, rng, splits)
+    fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    label_codes = labels[0] if labels is not None else np.zeros(n, np.int64)
+    if groups is not None:
+        splits = _split_groups(groups, label_codes, fractions, rng)
     else:
-        strata: dict[str, list[dict]] = {}
-        for row in rows:
-            strata.setdefault(row["label"] if data_format == "classification" else "", []).append(row)
-        for key in sorted(strata):
-            members = list(strata[key])
+        splits = {name: [] for name in SPLITS}
+        names = labels[1] if labels is not None else [""]
+        for code in sorted(range(len(names)), key=names.__getitem__):
+            members = np.flatnonzero(label_codes == code)
             rng.shuffle(members)
             n_test = round(len(members) * test_fraction)
             n_val = round(len(members) * val_fraction)
-            splits["test"] += members[:n_test]
-            splits["val"] += members[n_test:n_test + n_val]
-            splits["train"] += members[n_test + n_val:]
-    wanted = {"train": 1.0, "val": val_fraction, "test": test_fraction}
-    for name, fraction in wanted.items():
-        if fraction > 0 and not splits[name]:
-            groups = len({r["group"] for r in rows}) if by_group else None
-            raise _too_few(groups if by_group else len(rows), name, val_fraction, test_fraction,
-                           "groups" if by_group else "rows")
+            splits["test"].append(members[:n_test])
+            splits["val"].append(members[n_test:n_test + n_val])
+            splits["train"].append(members[n_test + n_val:])
+        splits = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in splits.items()}
+    for name in SPLITS:
+        if (name == "train" or fractions[name] > 0) and not len(splits[name]):
+            count, unit = (len(groups[1]), "groups") if groups is not None else (n, "rows")
+            raise _too_few(count, name, val_fraction, test_fraction, unit)
     for members in splits.values():
         rng.shuffle(members)
     return splits
 
 
-def _split_groups(rows, val_fraction, test_fraction, rng, splits) -> None:
-    """Shuffle the groups, then fill test, then val, each until it holds its share of rows; the rest
-    is train. A split may overshoot its share by part of one group: groups are never cut."""
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["group"], []).append(row)
-    keys = sorted(groups)
-    rng.shuffle(keys)
-    order = [name for name, f in (("test", test_fraction), ("val", val_fraction)) if f > 0] + ["train"]
-    targets = {"test": test_fraction * len(rows), "val": val_fraction * len(rows), "train": float("inf")}
-    step = 0
-    for key in keys:
-        splits[order[step]] += groups[key]
-        while len(splits[order[step]]) >= targets[order[step]]:
-            step += 1
+def _split_groups(groups: Codes, labels: np.ndarray, fractions: dict[str, float], rng: random.Random) -> dict:
+    """Groups, largest first, each to the split whose label counts it brings closest to their targets:
+    the least growth of sum over labels of (rows - target)^2 / target, target = fraction x label rows.
+
+    Plain size-filling (or scikit-learn's StratifiedGroupKFold, which makes equal folds) lets one split
+    collect the groups of one label. A split still empty when only as many groups remain as there are
+    empty splits takes the next one, so every split gets a group whenever there are enough.
+    """
+    codes, names = groups
+    wanted = [s for s in SPLITS if fractions[s] > 0]
+    per_group = np.zeros((len(names), int(labels.max(initial=0)) + 1))
+    np.add.at(per_group, (codes, labels), 1)
+    target = np.array([fractions[s] * per_group.sum(axis=0) for s in wanted])
+    target[target == 0] = 1e-9  # a label absent from the data: any row of it is off target
+    have = np.zeros_like(target)
+    order = sorted(range(len(names)), key=names.__getitem__)
+    rng.shuffle(order)  # ties in size are broken by the seed
+    order.sort(key=lambda g: -per_group[g].sum())
+    home = np.zeros(len(names), np.int64)
+    empty = set(range(len(wanted)))
+    for position, g in enumerate(order):
+        counts = per_group[g]
+        choices = sorted(empty) if len(order) - position <= len(empty) else range(len(wanted))
+        growth = [float(np.sum(counts * (counts - 2 * (target[s] - have[s])) / target[s])) for s in choices]
+        best = list(choices)[int(np.argmin(growth))]
+        home[g] = best
+        have[best] += counts
+        empty.discard(best)
+    assigned = home[codes]
+    splits = {name: np.zeros(0, np.int64) for name in SPLITS}
+    for s, name in enumerate(wanted):
+        splits[name] = np.flatnonzero(assigned == s)
+    return splits
 
 
-def remove_leaks(
-    splits: dict[str, list[dict]],
-    sigs: dict[str, list] | None = None,
-    dedup: DedupConfig | None = None,
-    drop: bool = True,
-) -> dict[str, dict[str, int]]:
-    """Find rows of train (and val) that repeat a row of a later split, exactly or nearly.
+def _codes(values: list) -> Codes:
+    names = sorted(set(values))
+    index = {v: i for i, v in enumerate(names)}
+    return np.array([index[v] for v in values], np.int64), names
+
+
+def split_rows(
+    rows: list[dict], val_fraction: float, test_fraction: float, seed: int, data_format: str,
+    by_group: bool = False,
+) -> dict[str, list[dict]]:
+    """`split_indices` on rows held in memory (tests, notebooks): labels for classification, and
+    `row["group"]` with `by_group`."""
+    labels = _codes([r["label"] for r in rows]) if data_format == "classification" else None
+    groups = _codes([r["group"] for r in rows]) if by_group else None
+    splits = split_indices(len(rows), val_fraction, test_fraction, seed, labels, groups)
+    return {name: [rows[i] for i in members] for name, members in splits.items()}
+
+
+def remove_leaks(splits: dict[str, Rows], dedup: DedupConfig | None = None, drop: bool = True) -> dict[str, dict]:
+    """Find rows of train (and val) that repeat a row of a later split, exactly or (with `dedup` and
+    band keys) nearly.
 
     Test is held out from val and train, val from train. Counts are per split and kind; with `drop` the
-    rows are removed (and their signatures with them, so `sigs` stays parallel to `splits`).
+    rows are removed.
     """
     report = {"exact": {}, "near": {}}
-    held_keys: set[str] = set()
-    held_sigs: list = []
-    held_texts: list[str] = []
+    held: list[Rows] = []
     for name in ("test", "val", "train"):
         rows = splits[name]
-        exact = [normalized_key(r["text"]) in held_keys for r in rows]
-        near = [False] * len(rows)
-        if sigs is not None and dedup is not None and held_sigs:
-            hits = near_matches([r["text"] for r in rows], sigs[name], held_texts, held_sigs, dedup)
-            near = [hit and not ex for hit, ex in zip(hits, exact, strict=True)]
+        exact = np.zeros(len(rows), bool)
+        near = np.zeros(len(rows), bool)
+        for other in held:
+            exact |= exact_matches(rows, other)
+            if dedup is not None and "bands" in rows.arrays:
+                near |= near_matches(rows, other, dedup)
+        near &= ~exact
         if name != "test":
-            report["exact"][name] = sum(exact)
-            report["near"][name] = sum(near)
+            report["exact"][name] = int(exact.sum())
+            report["near"][name] = int(near.sum())
         if drop:
-            keep = [not (e or n) for e, n in zip(exact, near, strict=True)]
-            splits[name] = [r for r, k in zip(rows, keep, strict=True) if k]
-            if sigs is not None:
-                sigs[name] = [s for s, k in zip(sigs[name], keep, strict=True) if k]
-        held_keys.update(normalized_key(r["text"]) for r in splits[name])
-        if sigs is not None:
-            held_sigs += sigs[name]
-            held_texts += [r["text"] for r in splits[name]]
+            splits[name] = rows = rows.select(~(exact | near))
+        held.append(rows)
     return report
 
 
-def apply_weights(rows: list[dict], weights: dict[str, float], seed: int) -> list[dict]:
+def apply_weights(rows: Rows, weights: dict[str, float], seed: int) -> Rows:
     """Scale each source's training rows by its weight: the integer part repeats rows, the fraction
-    keeps a seeded sample of them once more (weight 0.5 keeps half; 2.5 gives 2 copies plus half)."""
+    keeps a seeded sample of them once more (weight 0.5 keeps half; 2.5 gives 2 copies plus half).
+    Copies carry `copy` = 1, 2, ... (their ids get `#2`, `#3`, ...)."""
     if all(w == 1.0 for w in weights.values()):
         return rows
     rng = random.Random(seed)
-    out = []
-    for row in rows:
-        weight = weights.get(row.get("source", ""), 1.0)
-        copies = int(weight) + (1 if rng.random() < weight - int(weight) else 0)
-        for k in range(copies):
-            out.append(row if k == 0 else {**row, "id": f"{row['id']}#{k + 1}"})
-    return out
+    codes, sources = rows.codes("source")
+    weight = np.array([weights.get(s, 1.0) for s in sources])[codes] if len(rows) else np.zeros(0)
+    draws = np.array([rng.random() for _ in range(len(rows))])
+    copies = np.floor(weight).astype(np.int64) + (draws < weight - np.floor(weight))
+    index = np.repeat(np.arange(len(rows)), copies)
+    copy = np.arange(len(index)) - np.repeat(np.cumsum(copies) - copies, copies)
+    return rows.select(index).with_arrays(copy=copy)
