@@ -53,6 +53,7 @@ def run_prepare(cfg: Config) -> Path:
         raise DomaintuneError(f"{', '.join(t.origin for t, _ in pool_tables)}: no usable rows "
                               f"({bad.summary()['by_reason'] or 'the sources are empty'})")
 
+    garbled = card_mod.garbled_rows(pool)
     tokenizer = _tokenizer(cfg) if needs_tokens(data) else None
     pool = apply_filters(pool, data, _count_tokens(tokenizer, pool) if tokenizer else None, log)
     if data.dedup.exact:
@@ -63,7 +64,8 @@ def run_prepare(cfg: Config) -> Path:
         pool, sigs = drop_near(pool, sigs, data.dedup, log)
         sig_of = dict(zip((r["id"] for r in pool), sigs, strict=True))
     if not pool:
-        raise DomaintuneError(f"no rows left after filtering and deduplication ({log.steps})")
+        raise DomaintuneError(f"no rows left after filtering and deduplication ({log.steps})"
+                              + (f"; {card_mod.garbled_warning(garbled)}" if garbled["rows"] else ""))
 
     by_group = data.group_column is not None
     if test_table is None:
@@ -85,6 +87,7 @@ def run_prepare(cfg: Config) -> Path:
     augmented = _weight_and_augment(splits, {t.origin: w for t, w in pool_tables}, data, cfg.seed, log)
     labels = _label_set(splits, data) if data.format == "classification" else None
     card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmented, labels)
+    card["garbled_rows"] = garbled
 
     with staged_dir(data.output_dir) as folder:
         card["token_lengths"] = _token_lengths(cfg, tokenizer, splits, folder)
@@ -219,7 +222,8 @@ def _label_set(splits: dict[str, list[dict]], data: DataConfig) -> list[str]:
 def read_split(prepared_dir: str | Path, split: str) -> list[dict]:
     path = Path(prepared_dir) / f"{split}.jsonl"
     if not path.is_file():
-        raise DomaintuneError(f"{path} not found: run `domaintune prepare` first")
+        raise DomaintuneError(f"{path} not found: run `domaintune prepare` first; "
+                              "see docs/troubleshooting.md#stage-order")
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
@@ -227,5 +231,6 @@ def read_split(prepared_dir: str | Path, split: str) -> list[dict]:
 def read_data_card(prepared_dir: str | Path) -> dict:
     path = Path(prepared_dir) / "data_card.json"
     if not path.is_file():
-        raise DomaintuneError(f"{path} not found: run `domaintune prepare` first")
+        raise DomaintuneError(f"{path} not found: run `domaintune prepare` first; "
+                              "see docs/troubleshooting.md#stage-order")
     return json.loads(path.read_text(encoding="utf-8"))

@@ -47,7 +47,8 @@ def decode_bytes(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
         try:
             return data.decode(encoding), encoding
         except (UnicodeDecodeError, LookupError) as exc:
-            raise DomaintuneError(f"{origin}: cannot be decoded as {encoding} ({exc}); set data.encoding") from None
+            raise DomaintuneError(f"{origin}: cannot be decoded as {encoding} ({exc}); set data.encoding; "
+                                  "see docs/troubleshooting.md#garbled-korean-text") from None
     try:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
@@ -65,7 +66,8 @@ def decode_bytes(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
 
     best = from_bytes(data).best()
     if best is None:
-        raise DomaintuneError(f"{origin}: the text encoding could not be detected; set data.encoding")
+        raise DomaintuneError(f"{origin}: the text encoding could not be detected; set data.encoding; "
+                              "see docs/troubleshooting.md#garbled-korean-text")
     return str(best), best.encoding
 
 
