@@ -66,7 +66,8 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
     if not folder.is_dir():
         raise DomaintuneError(f"{folder}: folder not found")
     if not (folder / "metrics.json").is_file():
-        raise DomaintuneError(f"{folder}: metrics.json is missing; run `domaintune evaluate {folder}` first")
+        raise DomaintuneError(f"{folder}: metrics.json is missing; run `domaintune evaluate {folder}` first; "
+                              "see docs/troubleshooting.md#stage-order")
     if not (folder / "config.yaml").is_file():
         raise DomaintuneError(f"{folder}: config.yaml is missing; the folder is incomplete")
     metrics = read_json(folder / "metrics.json")
@@ -75,6 +76,7 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
     if (folder / "run_card.json").is_file():
         card = read_json(folder / "run_card.json")
         row["method"] = card.get("method")
+        row["task"] = card.get("task")
         row.update({k: card.get(k) for k in CARD_KEYS})
         row["peak_train_rss_bytes"] = card.get("peak_rss_bytes")
         if row["method"] in ADAPTER_METHODS + WEIGHT_METHODS:
@@ -167,7 +169,9 @@ def run_compare(
     if latency is not None and any(r["variant"] != "tfidf-logreg" for r in rows):
         texts = latency_texts([r for r in rows if r["variant"] != "tfidf-logreg"], latency)
         for row in rows:
-            if row["variant"] in ("base", "full", "lora", "lora-merged"):
+            if row.get("task") == "classification":  # latency is timed generation; a head does not generate
+                log(f"not timing {row['name']} ({row['variant']}): a classification head generates no text")
+            elif row["variant"] in ("base", "full", "lora", "lora-merged"):
                 log(f"timing {row['name']} ({row['variant']}) in a fresh process")
                 row.update(measure_row(row, texts, latency, output_dir / ".latency", threads))
                 if row["variant"] == "base":

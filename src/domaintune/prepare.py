@@ -158,13 +158,13 @@ def _open_sources(data: DataConfig, bad: BadRows) -> tuple[list[tuple[Table, flo
     the malformed-line counts of the pool files (the test file is read last, so they can be told apart)."""
     test = None
     if is_named(data.source):
-        tables = named_dataset(data.source)
-        pool, test = [(tables["train"], 1.0)], tables["test"]
+        tables = named_dataset(data.source, bad)
+        pool, test = [(tables["train"], 1.0)], tables.get("test")
     else:
         tables = read_source(data.source, data.encoding, data.text_unit, bad)
         pool, test = [(tables["train"], 1.0)], tables.get("test")
     for entry in data.sources:
-        extra = named_dataset(entry.path)["train"] if is_named(entry.path) else \
+        extra = named_dataset(entry.path, bad)["train"] if is_named(entry.path) else \
             read_source(entry.path, data.encoding, data.text_unit, bad)["train"]
         if extra.origin in {t.origin for t, _ in pool}:
             extra.origin = entry.path  # two files of the same name: the path keeps row ids unique
