@@ -221,6 +221,15 @@ def test_adapter_on_other_base_weights_is_refused(tiny_model_dir, tiny_overrides
         load_run_model(str(run_dir), cfg)
 
 
+def test_sampled_positions_stay_inside_large_tensors():
+    from domaintune.models import sample_positions
+
+    n = 49152 * 576  # SmolLM2's embedding matrix, where a float32 linspace overshot
+    positions = sample_positions(n)
+    assert positions[0] == 0 and positions[-1] == n - 1 and len(set(positions.tolist())) == 16
+    assert sample_positions(1).tolist() == [0] * 16
+
+
 def test_weights_fingerprint_ignores_heads_that_each_load_initialises(tmp_path):
     from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 

@@ -137,10 +137,15 @@ def weights_fingerprint(model: PreTrainedModel) -> str:
     for name, tensor in named:
         flat = tensor.detach().reshape(-1)
         if flat.numel():
-            picks = torch.linspace(0, flat.numel() - 1, 16).long()
             digest.update(name.encode())
-            digest.update(flat[picks].float().cpu().numpy().tobytes())
+            digest.update(flat[sample_positions(flat.numel())].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def sample_positions(n: int, k: int = 16) -> torch.Tensor:
+    """`k` evenly spaced positions in 0..n-1, first and last included. Integer arithmetic: a float32
+    linspace rounds the last position of a 28M-element embedding one past the end."""
+    return torch.arange(k, dtype=torch.long) * (n - 1) // (k - 1)
 
 
 def load_causal_lm(source: str, revision: str | None = None) -> PreTrainedModel:
