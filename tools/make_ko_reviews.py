@@ -4,11 +4,12 @@
     python tools/make_ko_reviews.py --check    # exit 1 if the committed file differs from what this writes
 
 187 product reviews written for domaintune (templated sentences, seeded, not scraped), with 1-5 star
-ratings and the noise real shop exports carry, so every cleaning step of `domaintune prepare` has work:
-HTML tags and entities, exact and near duplicates, e-mail addresses, phone numbers and URLs to mask,
-decomposed Hangul (NFD jamo, as macOS exports write it) that must compose, English rows for the script
-filter, and malformed rows (extra columns, empty review, missing or unknown rating, a quote that never
-closes). tests/test_ko_quickstart.py checks what prepare makes of each kind.
+ratings (8 of which contradict their text, as real ones do) and the noise real shop exports carry, so
+every cleaning step of `domaintune prepare` has work: HTML tags and entities, exact and near duplicates,
+e-mail addresses, phone numbers and URLs to mask, decomposed Hangul (NFD jamo, as macOS exports write
+it) that must compose, English rows for the script filter, and malformed rows (extra columns, empty
+review, missing or unknown rating, a quote that never closes). tests/test_ko_quickstart.py checks what
+prepare makes of each kind.
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ def _compose(rng: random.Random, label: str, product: str, used: set[frozenset])
     for _ in range(10_000):
         if label == "positive":
             parts = [rng.choice(POSITIVE["open"]), *rng.sample(POSITIVE["aspect"], rng.randint(1, 2))]
+            parts += [f"다만 {rng.choice(NEGATIVE['aspect'])}"] if rng.random() < 0.35 else []  # a fault, still happy
             parts += [rng.choice(POSITIVE["close"])] if rng.random() < 0.6 else []
         elif label == "negative":
             parts = [rng.choice(NEGATIVE["open"]), *rng.sample(NEGATIVE["aspect"], rng.randint(1, 2))]
+            parts += [f"물론 {rng.choice(POSITIVE['aspect'])}"] if rng.random() < 0.35 else []  # one good point
             parts += [rng.choice(NEGATIVE["close"])] if rng.random() < 0.6 else []
         else:  # mixed feelings: one good and one bad point
             parts = [rng.choice(NEUTRAL["open"]), rng.choice(POSITIVE["aspect"]), rng.choice(NEGATIVE["aspect"]),
@@ -100,6 +103,10 @@ def build_rows(seed: int = SEED) -> list[list[str]]:
     products = [rng.choice(PRODUCTS) for _ in labels]
     reviews = [[product, _rating(rng, label), _compose(rng, label, product, used)]
                for product, label in zip(products, labels, strict=True)]
+    # Stars that contradict the text, as real exports hold (a slip, or stars for the shop, not the item):
+    # no model can get these right, so they set a ceiling below 100%.
+    for i in rng.sample(range(len(reviews)), 8):
+        reviews[i][1] = {"4": "2", "5": "1", "1": "5", "2": "4", "3": rng.choice("15")}[reviews[i][1]]
 
     # Noise on clean rows (each row gets at most one kind, so the test can count each kind).
     order = list(range(len(reviews)))
