@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..clean import looks_garbled
+
 HISTOGRAM = "token_lengths.png"
 
 
@@ -56,8 +58,6 @@ def write_histogram(lengths: dict[str, list[int]], tokenizer_name: str, path: Pa
 def garbled_rows(rows: list[dict]) -> dict:
     """How many rows read look like mojibake, with a few examples, for the card. Counted before the
     filters, since a wrongly decoded Korean file can lose every row to `filters.script`."""
-    from ..clean import looks_garbled
-
     found = [r["text"] for r in rows if looks_garbled(r["text"])]
     return {"rows": len(found), "examples": [text[:60] for text in found[:3]]}
 
