@@ -87,6 +87,27 @@ def build_tiny_model(folder: Path) -> Path:
     return folder
 
 
+def build_tiny_bert(folder: Path, vocabulary: list[str], lowercase: bool = True) -> Path:
+    """A 2-layer BERT encoder (hidden 32) with a WordPiece tokenizer over `vocabulary` (whole words and
+    `##` continuations). Korean needs `lowercase=False`: BERT's lowercasing also strips accents through
+    NFD, which splits every Hangul syllable into jamo that a syllable vocabulary does not hold."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (folder / "vocab.txt").write_text("\n".join(specials + sorted(set(vocabulary))) + "\n", encoding="utf-8")
+    # `vocab=` (transformers 5 ignores the old `vocab_file=` and leaves only the special tokens).
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=lowercase,
+                                  strip_accents=None if lowercase else False)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def reviews_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "reviews.csv", make_reviews(60))

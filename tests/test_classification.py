@@ -7,25 +7,15 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import make_reviews
+from conftest import build_tiny_bert, make_reviews
 from domaintune import load_config, run_evaluate, run_prepare, run_train
 from domaintune.runs import load_run_model
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    words = sorted({w for r in make_reviews(60) for w in r["review"].lower().replace(",", " ").split()})
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    words = {w for r in make_reviews(60) for w in r["review"].lower().replace(",", " ").split()}
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), sorted(words))
 
 
 def _classify_cfg(tiny_overrides, model_dir, tmp_path, *extra):

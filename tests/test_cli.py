@@ -27,7 +27,8 @@ def test_prepare_bad_column_one_line(tmp_path, capsys):
 
 
 def test_missing_model_one_line(tmp_path, capsys):
-    assert main(["evaluate", "base", f"model.name={tmp_path / 'nowhere'}"]) == 2
+    # generate needs no prepared data (evaluate checks the data first, before loading any model)
+    assert main(["generate", "--text", "fine", f"model.name={tmp_path / 'nowhere'}"]) == 2
     assert "model '" in capsys.readouterr().err
 
 

@@ -7,6 +7,8 @@ import html
 import re
 import unicodedata
 
+from ftfy.badness import is_bad
+
 _SPACES_AROUND_NEWLINE = re.compile(r"[^\S\n]*\n[^\S\n]*")
 _HSPACE = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -89,6 +91,15 @@ def clean_text(
         text = _HSPACE.sub(" ", _SPACES_AROUND_NEWLINE.sub("\n", text))
         return _BLANK_LINES.sub("\n\n", text).strip()
     return " ".join(text.split())
+
+
+def looks_garbled(text: str) -> bool:
+    """Mojibake: text decoded with the wrong codec (cp949 Korean read as Latin-1 becomes `ÀÌ Á¦Ç°`).
+    ftfy's detector, tuned to flag such sequences and not accented prose; the text is only counted,
+    never rewritten, since the fix is reading the file with the right encoding."""
+    if text.isascii():
+        return False
+    return is_bad(text)
 
 
 def normalized_key(text: str) -> str:

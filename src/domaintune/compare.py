@@ -86,7 +86,8 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
     if not folder.is_dir():
         raise DomaintuneError(f"{folder}: folder not found")
     if not (folder / "metrics.json").is_file():
-        raise DomaintuneError(f"{folder}: metrics.json is missing; run `domaintune evaluate {folder}` first")
+        raise DomaintuneError(f"{folder}: metrics.json is missing; run `domaintune evaluate {folder}` first; "
+                              "see docs/troubleshooting.md#stage-order")
     if not (folder / "config.yaml").is_file():
         raise DomaintuneError(f"{folder}: config.yaml is missing; the folder is incomplete")
     metrics = read_json(folder / "metrics.json")

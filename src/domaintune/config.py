@@ -121,7 +121,8 @@ class AugmentConfig(_Section):
 class DataConfig(_Section):
     source: str = Field(
         "drugreviews",
-        description="Training data: the named dataset `drugreviews`, or a CSV/TSV/JSONL/JSON/Parquet/.txt/.md "
+        description="Training data: a named dataset (`drugreviews`, or the Korean reviews `ko_reviews`), or a "
+        "CSV/TSV/JSONL/JSON/Parquet/.txt/.md "
         "file, a folder of .txt/.md files, or a folder written by HF `save_to_disk`.",
     )
     sources: list[SourceEntry] = Field(

@@ -18,11 +18,12 @@ from importlib import resources
 from pathlib import Path
 
 from .config import Config, save_config
-from .errors import DomaintuneError
+from .errors import DomaintuneError, warn
 from .io import atomic_write_json
 from .metrics import classification_metrics
+from .prep.card import leak_warning
 from .prepare import read_data_card, read_split
-from .runs import BASE, load_run_model, run_config
+from .runs import BASE, load_run_model, run_card, run_config
 from .runtime import configure_threads
 from .scoring import classify, generation_samples, perplexity
 from .seqcls import predict_labels
@@ -32,14 +33,17 @@ def run_evaluate(cfg: Config, target: str = BASE) -> dict:
     """Evaluate `target` (a run folder, or "base" for `cfg.model`) and write its metrics.json."""
     configure_threads(cfg.threads)
     model_cfg = cfg if target == BASE else run_config(target)
+    data_card = read_data_card(cfg.data.output_dir)
+    check_data(target, data_card, cfg.data.output_dir)
     model, tokenizer = load_run_model(target, cfg)
     model.eval()
     ev = cfg.evaluate
     rows = read_split(cfg.data.output_dir, "test")[: ev.max_examples]
-    labels = read_data_card(cfg.data.output_dir).get("labels")
+    labels = data_card.get("labels")
 
     started = time.perf_counter()
-    metrics: dict = {"target": target, "base_model": model_cfg.model.name, "test_rows": len(rows)}
+    metrics: dict = {"target": target, "base_model": model_cfg.model.name, "test_rows": len(rows),
+                     "data_fingerprint": data_card["fingerprint"]}
     texts = [r["text"] for r in rows]
     if target != BASE and model_cfg.train.task == "classification":
         # A classification head has no language-model loss: it is judged by its predictions alone.
@@ -52,6 +56,9 @@ def run_evaluate(cfg: Config, target: str = BASE) -> dict:
     if labels and tokenizer.chat_template:
         predicted = classify(model, tokenizer, model_cfg, texts, labels, ev.max_length, ev.batch_size)
         metrics.update(classification_metrics([r["label"] for r in rows], predicted, labels))
+    elif labels:
+        warn(f"tokenizer of '{model_cfg.model.name}' has no chat template, so labels are not scored as answers "
+             "(no accuracy/macro-F1); see docs/troubleshooting.md#no-chat-template", once=True)
     general = general_passages(ev.general_text)
     if general:
         scored = perplexity(model, tokenizer, general, ev.max_length, ev.batch_size)
@@ -67,6 +74,26 @@ def run_evaluate(cfg: Config, target: str = BASE) -> dict:
     if target == BASE:
         save_config(cfg, out_dir)
     return metrics
+
+
+def check_data(target: str, data_card: dict, data_dir: str) -> None:
+    """Test figures that would mislead: kept leaks (warned), a run evaluated on other prepared data than
+    it was trained on (warned: its test split may hold the run's training rows), and a classification
+    head meeting other labels (an error: its outputs would be named wrongly)."""
+    if leak_warning(data_card):
+        warn(f"{data_dir}: {leak_warning(data_card)}", once=True)
+    if target == BASE:
+        return
+    card = run_card(target)
+    if card.get("task") == "classification" and card.get("labels") != data_card.get("labels"):
+        raise DomaintuneError(
+            f"{target} was trained with labels {card.get('labels')}, but {data_dir} holds {data_card.get('labels')}: "
+            "evaluate on the data it was trained on; see docs/troubleshooting.md#evaluated-on-other-data"
+        )
+    if card.get("data_fingerprint") not in (None, data_card["fingerprint"]):
+        warn(f"{target} was trained on prepared data {card['data_fingerprint']}, but {data_dir} holds "
+             f"{data_card['fingerprint']}: its test rows may include rows the run trained on; "
+             "see docs/troubleshooting.md#evaluated-on-other-data")
 
 
 def general_passages(setting: str | None) -> list[str]:

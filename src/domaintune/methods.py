@@ -19,7 +19,8 @@ def check_method_supported(t: TrainConfig) -> None:
     if t.method == "qlora" and not torch.cuda.is_available():
         raise DomaintuneError(
             "train.method=qlora needs a CUDA GPU (4-bit NF4 through bitsandbytes); on this machine use "
-            "train.method=lora, which trains the same adapter on an unquantized base"
+            "train.method=lora, which trains the same adapter on an unquantized base; "
+            "see docs/troubleshooting.md#qlora-on-cpu"
         )
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import DomaintuneError
+from .errors import DomaintuneError, warn
 from .io import atomic_write_json, read_json, staged_dir
 
 DEFAULT_MODEL = "smollm2-135m"
+# Tensors of numbered transformer blocks: Llama/Qwen `layers.3.`, BERT `layer.3.`, GPT-2 `h.3.`.
+_BLOCK_TENSOR = re.compile(r"(^|\.)(layers?|h|blocks?)\.\d+\.")
 _EMBEDDED = {
     # alias -> (python package holding the file, file name, pip command that installs it)
     "smollm2-135m": (
@@ -63,7 +66,7 @@ def resolve_model(name: str) -> str:
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise DomaintuneError(
             f"model '{name}' not found: give the alias '{DEFAULT_MODEL}', an HF-format folder, "
-            "a .gguf file or a hub id (owner/name)"
+            "a .gguf file or a hub id (owner/name); see docs/troubleshooting.md#model-not-found"
         )
     return name  # a hub id; from_pretrained reports if the hub cannot be reached
 
@@ -96,24 +99,65 @@ def convert_gguf(gguf: Path) -> Path:
 
 
 def load_tokenizer(source: str, revision: str | None = None) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    except OSError as exc:
+        raise DomaintuneError(f"could not load the tokenizer of '{source}': {_first_line(exc)}") from None
     if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise DomaintuneError(f"tokenizer of '{source}' has neither a pad nor an end-of-sequence token; "
+                                  "see docs/troubleshooting.md#no-pad-token")
         # Padding is always masked out of attention and loss, so reusing EOS is safe.
         tokenizer.pad_token = tokenizer.eos_token
+        warn(f"tokenizer of '{source}' has no pad token; padding with its end-of-sequence token "
+             f"{tokenizer.eos_token!r} (masked out of attention and loss); see docs/troubleshooting.md#no-pad-token",
+             once=True)
     return tokenizer
+
+
+def _first_line(exc: Exception) -> str:
+    """An OSError from the hub as one line, with what to do when the hub cannot be reached."""
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "huggingface.co" in line or "offline" in line.lower():
+        line += (" (a hub id needs the network or a copy in the local hub cache; otherwise give a local "
+                 "HF-format folder; see docs/troubleshooting.md#model-not-found)")
+    return line
+
+
+def weights_fingerprint(model: PreTrainedModel) -> str:
+    """A hash of 16 values sampled from the input embeddings and from every tensor of the transformer
+    blocks: milliseconds to compute, and different for other weights of the same shapes.
+
+    Heads, poolers and final norms are left out because a checkpoint may lack them, and then each load
+    initialises them afresh (randomly): only weights that every load reads from the checkpoint count.
+    """
+    blocks = {n: t for n, t in model.base_model.state_dict().items() if _BLOCK_TENSOR.search(n)}
+    named = [("input_embeddings", model.get_input_embeddings().weight), *sorted(blocks.items())]
+    digest = hashlib.sha256()
+    for name, tensor in named:
+        flat = tensor.detach().reshape(-1)
+        if flat.numel():
+            digest.update(name.encode())
+            digest.update(flat[sample_positions(flat.numel())].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def sample_positions(n: int, k: int = 16) -> torch.Tensor:
+    """`k` evenly spaced positions in 0..n-1, first and last included. Integer arithmetic: a float32
+    linspace rounds the last position of a 28M-element embedding one past the end."""
+    return torch.arange(k, dtype=torch.long) * (n - 1) // (k - 1)
 
 
 def load_causal_lm(source: str, revision: str | None = None) -> PreTrainedModel:
     try:
         return AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=torch.float32)
     except OSError as exc:
-        raise DomaintuneError(f"could not load model '{source}': {str(exc).splitlines()[0]}") from None
+        raise DomaintuneError(f"could not load model '{source}': {_first_line(exc)}") from None
 
 
 def load_base(name: str, revision: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     source = resolve_model(name)
     return load_causal_lm(source, revision), load_tokenizer(source, revision)
-
 
 
 def source_of_converted(folder: Path) -> str | None:

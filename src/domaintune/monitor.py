@@ -7,7 +7,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .errors import DomaintuneError
+from .checkpoints import complete_checkpoints
+from .errors import DomaintuneError, warn
 
 
 class NonFiniteLossGuard(TrainerCallback):
@@ -29,10 +30,36 @@ class NonFiniteLossGuard(TrainerCallback):
         hint = f"lower train.learning_rate (now {self.learning_rate:g})"
         if self.precision == "fp16":
             hint += " or use train.precision=bf16/fp32 (fp16 overflows)"
-        raise DomaintuneError(
-            f"training loss became {loss} at step {state.global_step}: {hint}; "
-            f"complete checkpoints so far stay in {self.checkpoints_dir}"
-        )
+        kept = f"; complete checkpoints so far stay in {self.checkpoints_dir}" \
+            if complete_checkpoints(self.checkpoints_dir) else ""
+        raise DomaintuneError(f"training loss became {loss} at step {state.global_step}: {hint}{kept}; "
+                              "see docs/troubleshooting.md#nan-loss")
+
+
+def loss_stalled(log_history: list[dict], min_points: int = 4, min_drop: float = 0.02) -> str | None:
+    """A warning when the logged training loss fell by less than `min_drop` (relative) from the first
+    third of the logged steps to the last third; None when it fell, or when too few steps were logged
+    to tell (fewer than `min_points`). Thirds, not single points, because one batch's loss is noisy."""
+    points = [(r["step"], r["loss"]) for r in log_history if "loss" in r and "step" in r]
+    points = [(step, loss) for step, loss in points if math.isfinite(loss)]
+    if len(points) < min_points:
+        return None
+    third = len(points) // 3
+    first = sum(loss for _, loss in points[:third]) / third
+    last = sum(loss for _, loss in points[-third:]) / third
+    if last < first * (1 - min_drop):
+        return None
+    return (f"training loss did not fall: {first:.4g} over steps {points[0][0]}-{points[third - 1][0]}, "
+            f"{last:.4g} over steps {points[-third][0]}-{points[-1][0]}; the model may have learnt nothing "
+            "(raise train.learning_rate or train longer); see docs/troubleshooting.md#loss-does-not-fall")
+
+
+def warn_if_loss_stalled(log_history: list[dict]) -> list[str]:
+    """Warn about a stalled loss; returns the warnings for the run card."""
+    message = loss_stalled(log_history)
+    if message:
+        warn(message)
+    return [message] if message else []
 
 
 def plot_loss_curve(log_history: list[dict], path: Path) -> Path | None:

@@ -53,13 +53,16 @@ def run_prepare(cfg: Config) -> Path:
             raise DomaintuneError(f"{', '.join(t.origin for t, _ in pool_tables)}: no usable rows "
                                   f"({bad.summary()['by_reason'] or 'the sources are empty'})")
 
-        pool = apply_filters(measure(pool, data, tokenizer, data.num_proc), data, log)
+        pool = measure(pool, data, tokenizer, data.num_proc)
+        garbled = card_mod.garbled_rows(pool)  # before the filters: a wrong codec can lose every row to them
+        pool = apply_filters(pool, data, log)
         if data.dedup.exact:
             pool = drop_exact(pool, log)
         if data.dedup.near:
             pool = drop_near(add_band_keys(pool, data.dedup, data.num_proc), data.dedup, log)
         if not len(pool):
-            raise DomaintuneError(f"no rows left after filtering and deduplication ({log.steps})")
+            raise DomaintuneError(f"no rows left after filtering and deduplication ({log.steps})"
+                                  + (f"; {card_mod.garbled_warning(garbled)}" if garbled["rows"] else ""))
 
         splits = _split(pool, data, cfg.seed, test_fraction=0.0 if test_table else data.test_fraction)
         if test_table is not None:
@@ -74,6 +77,7 @@ def run_prepare(cfg: Config) -> Path:
         splits["train"], augmentation = _weight_and_augment(splits["train"], weights, cfg, tokenizer, log, scratch)
         labels = _label_set(splits, data) if data.format == "classification" else None
         card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels)
+        card["garbled_rows"] = garbled
 
         with staged_dir(data.output_dir) as folder:
             card["token_lengths"] = _token_lengths(cfg, splits, token_error, folder)
@@ -180,12 +184,12 @@ def _open_sources(data: DataConfig, bad: BadRows) -> tuple[list[tuple[Table, flo
     """The pool tables with their weights, and the test table (named dataset, HF test split, or file).
     Tables are opened here and read when their rows are wanted."""
     if is_named(data.source):
-        tables = named_dataset(data.source)
+        tables = named_dataset(data.source, bad)
     else:
         tables = read_source(data.source, data.encoding, data.text_unit, bad)
     pool, test = [(tables["train"], 1.0)], tables.get("test")
     for entry in data.sources:
-        extra = named_dataset(entry.path)["train"] if is_named(entry.path) else \
+        extra = named_dataset(entry.path, bad)["train"] if is_named(entry.path) else \
             read_source(entry.path, data.encoding, data.text_unit, bad)["train"]
         if extra.origin in {t.origin for t, _ in pool}:
             extra.origin = entry.path  # two files of the same name: the path keeps row ids unique
@@ -238,7 +242,8 @@ def _label_set(splits: dict[str, Rows], data: DataConfig) -> list[str]:
 def read_split(prepared_dir: str | Path, split: str) -> list[dict]:
     path = Path(prepared_dir) / f"{split}.jsonl"
     if not path.is_file():
-        raise DomaintuneError(f"{path} not found: run `domaintune prepare` first")
+        raise DomaintuneError(f"{path} not found: run `domaintune prepare` first; "
+                              "see docs/troubleshooting.md#stage-order")
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
@@ -246,5 +251,6 @@ def read_split(prepared_dir: str | Path, split: str) -> list[dict]:
 def read_data_card(prepared_dir: str | Path) -> dict:
     path = Path(prepared_dir) / "data_card.json"
     if not path.is_file():
-        raise DomaintuneError(f"{path} not found: run `domaintune prepare` first")
+        raise DomaintuneError(f"{path} not found: run `domaintune prepare` first; "
+                              "see docs/troubleshooting.md#stage-order")
     return json.loads(path.read_text(encoding="utf-8"))

@@ -33,8 +33,8 @@ def _messages(prompt: PromptConfig, text: str, answer: str | None = None) -> lis
 def _template_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation: bool) -> list[int]:
     if not tokenizer.chat_template:
         raise DomaintuneError(
-            f"tokenizer of '{tokenizer.name_or_path}' has no chat template: use train.task=causal-lm "
-            "or an instruction-tuned model"
+            f"tokenizer of '{tokenizer.name_or_path}' has no chat template: use train.task=causal-lm or "
+            "train.task=classification, or an instruction-tuned model; see docs/troubleshooting.md#no-chat-template"
         )
     rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
     return tokenizer(rendered, add_special_tokens=False)["input_ids"]
@@ -48,13 +48,19 @@ def truncate_tokens(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: i
     return tokenizer.decode(ids[: max(max_tokens, 0)], skip_special_tokens=True)
 
 
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: PromptConfig, text: str, max_length: int) -> list[int]:
-    """The rendered user turn plus the assistant header, with the document cut to fit `max_length`."""
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt: PromptConfig, text: str, max_length: int, reserved: int = 0
+) -> list[int]:
+    """The rendered user turn plus the assistant header, with the document cut to fit `max_length`
+    less `reserved` tokens (the answer that follows, in training)."""
     overhead = len(_template_ids(tokenizer, _messages(prompt, ""), generation=True))
-    budget = max_length - overhead
+    budget = max_length - reserved - overhead
     if budget < 1:
+        answer = f" and the answer {reserved}" if reserved else ""
         raise DomaintuneError(
-            f"max_length {max_length} leaves no room for the document after the prompt ({overhead} tokens)"
+            f"max_length {max_length} leaves no room for the document: the prompt takes {overhead} tokens{answer}; "
+            "raise train.max_length / evaluate.max_length or shorten prompt.instruction; "
+            "see docs/troubleshooting.md#token-budget-too-small"
         )
     return _template_ids(tokenizer, _messages(prompt, truncate_tokens(tokenizer, text, budget)), True)
 
@@ -91,7 +97,7 @@ def encode_sft(
         answer_part = answer_ids(tokenizer, prompt, answer)
         if answer_cache is not None:
             answer_cache[answer] = answer_part
-    prompt_part = prompt_ids(tokenizer, prompt, text, max_length - len(answer_part))
+    prompt_part = prompt_ids(tokenizer, prompt, text, max_length, reserved=len(answer_part))
     masked = [IGNORE_INDEX] * len(prompt_part) if loss_on == "answer" else list(prompt_part)
     return Encoded(prompt_part + answer_part, masked + list(answer_part))
 

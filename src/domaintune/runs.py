@@ -11,7 +11,7 @@ from .config import Config, load_config
 from .errors import DomaintuneError
 from .io import read_json
 from .methods import ADAPTER_METHODS
-from .models import load_base, load_causal_lm, load_tokenizer, resolve_model
+from .models import load_base, load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
 from .seqcls import load_classifier, set_pad_token
 
 BASE = "base"
@@ -22,7 +22,8 @@ def run_card(run_dir: str | Path) -> dict:
     if not Path(run_dir).is_dir():
         raise DomaintuneError(f"run folder not found: {run_dir}")
     if not path.is_file():
-        raise DomaintuneError(f"{run_dir}: not a complete run folder (run_card.json is missing)")
+        raise DomaintuneError(f"{run_dir}: not a complete run folder (run_card.json is missing); "
+                              "see docs/troubleshooting.md#stage-order")
     return read_json(path)
 
 
@@ -70,11 +71,25 @@ def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTraine
             base, _ = load_base(own.model.name, own.model.revision)
     except DomaintuneError as exc:
         raise DomaintuneError(f"{target}: the adapter's base model cannot be loaded: {exc}") from None
+    fingerprint = weights_fingerprint(base) if card.get("base_weights_fingerprint") else None  # before PEFT renames
     try:
-        return PeftModel.from_pretrained(base, folder), tokenizer
-    except RuntimeError as exc:
-        if "size mismatch" not in str(exc):
-            raise
-        first = next(line.strip() for line in str(exc).splitlines() if "size mismatch" in line)
+        model = PeftModel.from_pretrained(base, folder)
+    except (RuntimeError, ValueError) as exc:  # shape mismatches, target modules the base lacks
+        lines = str(exc).splitlines()
+        reason = next((line.strip() for line in lines if "size mismatch" in line), " ".join(str(exc).split())[:300])
         raise DomaintuneError(f"{target}: adapter/ does not fit base model '{own.model.name}', it was trained "
-                              f"from another base ({first})") from None
+                              f"from another base ({reason}); see docs/troubleshooting.md#adapter-mismatch") from None
+    check_base_weights(target, card.get("base_weights_fingerprint"), fingerprint, own.model.name)
+    return model, tokenizer
+
+
+def check_base_weights(target: str, trained_on: str | None, now: str | None, name: str) -> None:
+    """Refuse a base whose weights changed since training: PEFT would load the adapter onto any weights
+    of the right shapes without a word, and the result is another model."""
+    if now != trained_on:
+        raise DomaintuneError(
+            f"{target}: base model '{name}' now holds other weights than the run was trained on "
+            f"(fingerprint {now}, trained on {trained_on}); the adapter would change a "
+            "different model: restore that base (or pin model.revision) or train again; "
+            "see docs/troubleshooting.md#adapter-mismatch"
+        )

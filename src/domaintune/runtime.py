@@ -10,6 +10,8 @@ from importlib import metadata
 
 import torch
 
+from .errors import warn
+
 
 def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -29,6 +31,10 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_precision(setting: str) -> str:
     """Map `auto|bf16|fp32` to what this machine will actually run: `bf16`, `fp16` or `fp32`."""
+    if setting == "bf16" and not torch.cuda.is_available() and not cpu_has_fast_bf16():
+        warn("train.precision=bf16 on a CPU without native bf16 kernels (AVX512-BF16/AMX): bf16 matmuls are "
+             "emulated, many times slower than fp32; use train.precision=auto or fp32; "
+             "see docs/troubleshooting.md#slow-cpu-training")
     if setting != "auto":
         return setting
     if torch.cuda.is_available():

@@ -25,7 +25,8 @@ def load_classifier(source: str, labels: list[str], revision: str | None = None)
             dtype=torch.float32,
         )
     except (OSError, ValueError) as exc:
-        raise DomaintuneError(f"could not load '{source}' for classification: {str(exc).splitlines()[0]}") from None
+        raise DomaintuneError(f"could not load '{source}' for classification: {str(exc).splitlines()[0]}; "
+                              "see docs/troubleshooting.md#model-not-found") from None
     return model
 
 

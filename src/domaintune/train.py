@@ -45,8 +45,8 @@ from .config import Config, TrainConfig, save_config
 from .errors import DomaintuneError
 from .io import atomic_write_json, atomic_write_text, replace_dir
 from .methods import ADAPTER_METHODS, DEFAULT_LR, check_method_supported, load_quantized_base, wrap_model
-from .models import load_causal_lm, load_tokenizer, resolve_model
-from .monitor import NonFiniteLossGuard, plot_loss_curve
+from .models import load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
+from .monitor import NonFiniteLossGuard, plot_loss_curve, warn_if_loss_stalled
 from .prepare import read_data_card, read_split
 from .progress import ProgressCallback
 from .render import encode_messages, encode_sft, encode_text
@@ -92,6 +92,8 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
         model = load_quantized_base(source, cfg.model.revision)
     else:
         model = load_causal_lm(source, cfg.model.revision)
+    # Checked when the adapter is loaded again: PEFT would accept other base weights of the same shapes.
+    base_weights = weights_fingerprint(model) if t.method in ("lora", "dora") else None
     model = wrap_model(model, t)
     train_rows = read_split(cfg.data.output_dir, "train")[: t.max_train_rows]
     val_rows = read_split(cfg.data.output_dir, "val")
@@ -129,7 +131,8 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
             _discard_if_nothing_to_resume(work)
         raise DomaintuneError(
             "out of GPU memory: lower train.batch_size (raise train.grad_accum to keep the batch), "
-            "train.max_length, or set train.gradient_checkpointing=true / train.method=lora"
+            "train.max_length, or set train.gradient_checkpointing=true / train.method=lora; "
+            "see docs/troubleshooting.md#out-of-memory"
         ) from None
     except BaseException:
         if processes.is_main_process:
@@ -153,6 +156,7 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
         "method": t.method,
         "task": t.task,
         "base_model": cfg.model.name,
+        "base_weights_fingerprint": base_weights,
         "data_fingerprint": card["fingerprint"],
         "labels": card.get("labels"),
         "seed": cfg.seed,
@@ -174,6 +178,7 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
         "trainable_parameters": count_parameters(model, trainable_only=True),
         "total_parameters": count_parameters(model, trainable_only=False),
         "weights_bytes": folder_bytes(weights_dir, "*.safetensors"),
+        "warnings": warn_if_loss_stalled(history),
     })
     replace_dir(work, Path(t.output_dir))
     return Path(t.output_dir)

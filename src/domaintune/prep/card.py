@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .store import Rows
+
 HISTOGRAM = "token_lengths.png"
 
 
@@ -53,6 +55,38 @@ def write_histogram(lengths: dict[str, np.ndarray], tokenizer_name: str, path: P
     plt.close(fig)
 
 
+def garbled_rows(rows: Rows) -> dict:
+    """How many rows read look like mojibake (flagged by `filters.measure`), with a few examples, for the
+    card. Counted before the filters, since a wrongly decoded Korean file can lose every row to
+    `filters.script`."""
+    found = np.flatnonzero(rows.arrays["garbled"])
+    return {"rows": len(found), "examples": [rows.text(i)[:60] for i in found[:3]]}
+
+
+def garbled_warning(garbled: dict) -> str | None:
+    if not garbled["rows"]:
+        return None
+    return (f"{garbled['rows']} rows look garbled (mojibake such as {garbled['examples'][0]!r}): a file was "
+            "decoded with the wrong encoding; set data.encoding (cp949 for Korean Excel exports) or fix the "
+            "export; see docs/troubleshooting.md#garbled-korean-text")
+
+
+def leak_warning(card: dict) -> str | None:
+    """Rows of train/val that repeat a later split's row and were kept (data.remove_leaks=false)."""
+    leak = card["leakage"]
+    kept = 0 if leak["removed"] else sum(leak["exact"].values()) + sum(leak["near"].values())
+    if not kept:
+        return None
+    return (f"{kept} train/val rows repeat a val/test row and were kept (data.remove_leaks=false): "
+            "test figures will flatter the model; see docs/troubleshooting.md#leaked-test-set")
+
+
+def data_warnings(card: dict) -> list[str]:
+    """What in the prepared data needs a look before training on it, one line each."""
+    garbled = garbled_warning(card["garbled_rows"]) if "garbled_rows" in card else None
+    return [w for w in (garbled, leak_warning(card)) if w]
+
+
 def _cell(text: str) -> str:
     """Text made safe for one markdown table cell."""
     return text.replace("|", "\\|").replace("\n", " ")
@@ -66,6 +100,7 @@ def render_markdown(card: dict) -> str:
         lines.append(f"| `{origin}` | `{info['sha256'][:16]}` | {info['encoding'] or '-'} | {info['records']} | "
                      f"{info['weight']} |")
     bad = card["bad_rows"]
+    lines += [line for w in data_warnings(card) for line in ("", f"**Warning:** {w}")]
     lines += ["", "## Malformed rows", "", f"{bad['count']} skipped."]
     if bad["count"]:
         lines += ["", "| reason | rows |", "|---|---|"]
@@ -135,4 +170,4 @@ def summarize(card: dict) -> str:
            f"{sum(aug['rejected'].values())} variants dropped"] if (aug := card.get("augmentation")) else []),
         f"fingerprint {card['fingerprint']}",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + [f"warning: {w}" for w in data_warnings(card)])

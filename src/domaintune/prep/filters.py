@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..clean import looks_garbled
 from ..config import DataConfig
 from .dedup import exact_key
 from .report import EXAMPLES_PER_RULE, StepLog
@@ -101,8 +102,9 @@ def count_tokens(tokenizer, texts: list[str]) -> list[int]:
 
 
 def measure_batch(texts: list[str], data: DataConfig, tokenizer) -> dict[str, np.ndarray]:
-    """Map function: per row the first rule it breaks (-1: none), the exact-dedup hash, and the token
-    count with the chosen model's tokenizer (-1 without one). One pass over the text for all three."""
+    """Map function: per row the first rule it breaks (-1: none), the exact-dedup hash, the token
+    count with the chosen model's tokenizer (-1 without one) and whether it looks like mojibake. One
+    pass over the text for all four."""
     tokens = count_tokens(tokenizer, texts) if tokenizer else None
     names = rule_names(data)
     rules = [failed_rule(text, tokens[i] if tokens else None, data) for i, text in enumerate(texts)]
@@ -110,16 +112,17 @@ def measure_batch(texts: list[str], data: DataConfig, tokenizer) -> dict[str, np
         "rule": np.array([-1 if r is None else names.index(r) for r in rules], np.int8),
         "key": np.fromiter((exact_key(t) for t in texts), np.uint64, len(texts)),
         "tokens": np.array(tokens if tokens is not None else [-1] * len(texts), np.int32),
+        "garbled": np.fromiter((looks_garbled(t) for t in texts), np.bool_, len(texts)),
     }
 
 
 def measure(rows: Rows, data: DataConfig, tokenizer, num_proc: int | None) -> Rows:
     """`rows` with `rule`, `key` and (with a tokenizer) `tokens` arrays."""
     if not len(rows):
-        empty = {"rule": np.zeros(0, np.int8), "key": np.zeros(0, np.uint64)}
+        empty = {"rule": np.zeros(0, np.int8), "key": np.zeros(0, np.uint64), "garbled": np.zeros(0, np.bool_)}
         return rows.with_arrays(**empty, **({"tokens": np.zeros(0, np.int32)} if tokenizer else {}))
     table = rows.map(measure_batch, ["text"], num_proc, "filters + exact hash", data=data, tokenizer=tokenizer)
-    arrays = {name: table.column(name).to_numpy() for name in ("rule", "key", "tokens")}
+    arrays = {name: table.column(name).to_numpy() for name in ("rule", "key", "tokens", "garbled")}
     if tokenizer is None:
         del arrays["tokens"]
     return rows.with_arrays(**arrays)

@@ -55,7 +55,8 @@ def _check_columns(table: Table, head: list[tuple[str, dict]], data: DataConfig)
             raise DomaintuneError(f"data.{setting} must be set when data.format is {data.format}")
         if column not in seen:
             raise DomaintuneError(
-                f"{table.origin}: no column '{column}' (columns: {', '.join(map(str, seen))}); set data.{setting}"
+                f"{table.origin}: no column '{column}' (columns: {', '.join(map(str, seen))}); set data.{setting}; "
+                "see docs/troubleshooting.md#missing-column"
             )
 
 

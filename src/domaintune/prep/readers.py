@@ -87,7 +87,8 @@ def detect_encoding(opener: Callable[[], BinaryIO], encoding: str, origin: str) 
                 with opener() as handle:
                     handle.read().decode(encoding)  # raises, with the position of the first bad byte
         except (UnicodeDecodeError, LookupError) as exc:
-            raise DomaintuneError(f"{origin}: cannot be decoded as {encoding} ({exc}); set data.encoding") from None
+            raise DomaintuneError(f"{origin}: cannot be decoded as {encoding} ({exc}); set data.encoding; "
+                                  "see docs/troubleshooting.md#garbled-korean-text") from None
         return encoding, "strict", encoding
     if _decodes(opener, "utf-8-sig"):
         return "utf-8-sig", "strict", "utf-8"
@@ -101,7 +102,8 @@ def detect_encoding(opener: Callable[[], BinaryIO], encoding: str, origin: str) 
     with opener() as handle:
         best = from_bytes(handle.read(_SNIFF_BYTES)).best()
     if best is None:
-        raise DomaintuneError(f"{origin}: the text encoding could not be detected; set data.encoding")
+        raise DomaintuneError(f"{origin}: the text encoding could not be detected; set data.encoding; "
+                              "see docs/troubleshooting.md#garbled-korean-text")
     return best.encoding, "strict", best.encoding
 
 

@@ -22,7 +22,7 @@ def _too_few(n: int, name: str, val_fraction: float, test_fraction: float, unit:
     return DomaintuneError(
         f"{n} {unit} are too few for the requested split (train/val/test = "
         f"{1 - val_fraction - test_fraction:.2f}/{val_fraction:.2f}/{test_fraction:.2f}): "
-        f"'{name}' would be empty; add data or raise data.{name}_fraction"
+        f"'{name}' would be empty; add data or raise data.{name}_fraction; see docs/troubleshooting.md#too-few-rows"
     )
 
 
