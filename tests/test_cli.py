@@ -18,7 +18,8 @@ def test_config_prints_resolved_yaml(capsys):
     assert "r: 12" in capsys.readouterr().out
 
 
-def test_prepare_bad_column_one_line(tmp_path, capsys):
+def test_prepare_bad_column_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DOMAINTUNE_CACHE", str(tmp_path / "cache"))  # as on a fresh machine: nothing converted yet
     path = write_csv(tmp_path / "r.csv", [{"body": "x", "rating": "positive"}])
     code = main(["prepare", f"data.source={path}", f"data.output_dir={tmp_path / 'out'}"])
     err = capsys.readouterr().err

@@ -356,17 +356,19 @@ def test_export_names_a_folder_that_is_no_run(tmp_path):
 
 
 def test_rss_sampler_sees_a_short_lived_allocation():
+    import mmap
     import time
-
-    import numpy as np
 
     from domaintune.latency import RssSampler
 
     with RssSampler() as sampler:
         before = sampler.peak
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched so that it is resident
-        time.sleep(0.05)
-        del block
+        # An anonymous mapping, not a malloc'd array: the allocator could hand back pages that an earlier
+        # test freed but kept resident, and RSS would not move.
+        block = mmap.mmap(-1, 64 * 2**20)
+        block.write(b"x" * len(block))  # touched, so resident
+        time.sleep(0.1)
+        block.close()
     assert sampler.peak - before >= 60 * 2**20
 
 

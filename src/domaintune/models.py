@@ -6,10 +6,12 @@ as an HF-format safetensors folder, so later loads take seconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -84,8 +86,11 @@ def convert_gguf(gguf: Path) -> Path:
     if marker.is_file():
         return target
     print(f"converting {gguf.name} to an HF-format model in {target} (once)", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # transformers' GGUF reader draws its progress bar (plain tqdm) on stderr, where a command's one-line
+    # error goes; on stdout it sits under the line above.
+    with contextlib.redirect_stderr(sys.stdout):
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # The loaded weights are plain dequantized tensors; drop the GGUF quantizer so that
     # save_pretrained writes an ordinary, quantization-free model.
     model.hf_quantizer = None

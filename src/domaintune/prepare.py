@@ -45,13 +45,14 @@ def run_prepare(cfg: Config) -> Path:
     """Prepare `cfg.data` into `cfg.data.output_dir`; returns that folder."""
     data = cfg.data
     bad, log = BadRows(data.strict), StepLog()
-    tokenizer, token_error = _tokenizer_or_error(cfg)
     with scratch_dir(data.output_dir) as scratch:
         pool_tables, test_table = _open_sources(data, bad)
         pool = _read(pool_tables, data, bad, log, scratch / "pool.arrow", "read", with_source=True)
         if not len(pool):
             raise DomaintuneError(f"{', '.join(t.origin for t, _ in pool_tables)}: no usable rows "
                                   f"({bad.summary()['by_reason'] or 'the sources are empty'})")
+        # After the read: a wrong column or codec is reported before a first run converts the model.
+        tokenizer, token_error = _tokenizer_or_error(cfg)
 
         pool = measure(pool, data, tokenizer, data.num_proc)
         garbled = card_mod.garbled_rows(pool)  # before the filters: a wrong codec can lose every row to them
