@@ -148,6 +148,22 @@ def tiny_overrides_at(model_dir: Path, root: Path) -> list[str]:
     ]
 
 
+def slow_steps_cli(seconds: float) -> str:
+    """`python -c` source for the CLI with each training step slowed, so a test can kill it part-way
+    (production code has no test hook)."""
+    return f"""
+import sys, time
+from transformers import Trainer
+step = Trainer.training_step
+def slow(self, *a, **k):
+    time.sleep({seconds})
+    return step(self, *a, **k)
+Trainer.training_step = slow
+from domaintune.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.fixture(scope="session")
 def served_runs(tiny_model_dir, tmp_path_factory) -> tuple[list[str], list[Path]]:
     """Two LoRA runs (`alpha`, `beta`) of the tiny model, trained hard enough that their answers differ."""

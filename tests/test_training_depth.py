@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import slow_steps_cli
 from domaintune import load_config, run_prepare, run_train
 from domaintune.checkpoints import MARKER, work_dir
 from domaintune.errors import DomaintuneError
@@ -85,20 +86,6 @@ def test_resume_without_checkpoint_is_explained(tiny_overrides):
         run_train(cfg, resume=True)
 
 
-# Slows each step so the parent can kill the child between checkpoints; production code has no test hook.
-_SLOW_TRAIN = """
-import sys, time
-from transformers import Trainer
-step = Trainer.training_step
-def slow(self, *a, **k):
-    time.sleep(0.1)
-    return step(self, *a, **k)
-Trainer.training_step = slow
-from domaintune.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_sigkill_then_resume_matches_uninterrupted_run(tiny_overrides, tmp_path):
     common = ["train.max_steps=12", "train.save_steps=4", "train.lora.dropout=0.1", "train.logging_steps=2"]
     reference = run_train(_prepared(tiny_overrides, *common, f"train.output_dir={tmp_path / 'straight'}"))
@@ -106,7 +93,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_overrides, tmp_path)
     killed_dir = tmp_path / "killed"
     args = [*tiny_overrides, *common, f"train.output_dir={killed_dir}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_TRAIN, "train", *args], env=env,
+    child = subprocess.Popen([sys.executable, "-c", slow_steps_cli(0.1), "train", *args], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = work_dir(killed_dir) / "checkpoints" / "checkpoint-4" / MARKER
     deadline = time.monotonic() + 120

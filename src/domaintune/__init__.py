@@ -24,6 +24,7 @@ __all__ = [
     "run_merge",
     "run_prepare",
     "run_serve",
+    "run_sweep",
     "run_train",
 ]
 

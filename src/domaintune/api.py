@@ -13,6 +13,7 @@ from .io import read_json
 from .merge import run_merge
 from .prepare import run_prepare
 from .serve import ServeSettings, run_serve
+from .sweep import run_sweep
 from .train import run_train
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "run_merge",
     "run_prepare",
     "run_serve",
+    "run_sweep",
     "run_train",
     "text_table",
     "read_json",

@@ -11,7 +11,7 @@ import sys
 from .errors import DomaintuneError
 
 VERBS = ("prepare", "train", "evaluate", "baseline", "compare", "merge", "export", "generate", "demo", "config",
-         "serve", "feedback")
+         "serve", "feedback", "sweep")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         "config": "print the resolved config (or the config reference)",
         "serve": "serve runs (and --base) over an OpenAI-compatible API with a blind A/B review page",
         "feedback": "'feedback export': votes -> preference (DPO) and SFT datasets",
+        "sweep": "search config keys with Optuna (TPE or grid, pruning, resumable); each trial is a run folder",
     }
     for verb in VERBS:
         p = sub.add_parser(verb, help=helps[verb], description=helps[verb])
@@ -124,6 +125,12 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
         summary = api.run_feedback_export(ns.db, ns.out)
         print(f"feedback written to {ns.out}: {summary['preference_pairs']} preference pairs, "
               f"{summary['sft_rows']} SFT rows")
+        return 0
+    if ns.verb == "sweep":
+        if len(targets) > 1 or (targets and ns.config):
+            raise DomaintuneError("sweep takes one config: domaintune sweep CONFIG [key=value ...]")
+        report = api.run_sweep(api.load_config(ns.config or (targets or [None])[0], overrides))
+        print(report.read_text(encoding="utf-8") + f"\nreport: {report}")
         return 0
     if ns.verb not in ("evaluate", "generate", "serve") and targets:
         raise DomaintuneError(f"unexpected argument '{targets[0]}' (overrides are key=value)")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import DomaintuneError
 from .io import atomic_write_text
+from .sweep_config import SweepConfig, check_search_space
 
 
 class _Section(BaseModel):
@@ -305,6 +306,13 @@ class Config(_Section):
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt rendering.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation.")
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="`domaintune sweep` (sweep_config.py).")
+
+    @model_validator(mode="after")
+    def _sweep_space_is_searchable(self) -> Config:
+        if self.sweep.space:
+            check_search_space(self)
+        return self
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -375,9 +383,13 @@ def validate_config(raw: dict[str, Any], where: str = "config") -> Config:
 
 def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     section: type[BaseModel] = Config
-    for part in loc:
+    parts = iter(loc)
+    for part in parts:
         field = section.model_fields.get(str(part))
         annotation = field.annotation if field else None
+        if get_origin(annotation) is dict:  # `sweep.space`: the next part is a dict key, not a field
+            annotation = get_args(annotation)[1]
+            next(parts, None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         section = annotation
@@ -389,6 +401,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = tuple(str(p) for p in err["loc"])
     key = ".".join(loc)
+    if err["type"] == "value_error":
+        message = str(err["ctx"]["error"])  # a validator's own message names its keys
+        return f"sweep.space: '{loc[2]}': {message}" if loc[:2] == ("sweep", "space") and len(loc) > 2 else message
     if err["type"] == "extra_forbidden":
         section = _section_at(loc[:-1])
         known = list(section.model_fields) if section else []

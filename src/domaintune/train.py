@@ -28,6 +28,7 @@ from transformers import (
     EarlyStoppingCallback,
     PreTrainedTokenizerBase,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -54,10 +55,11 @@ from .runtime import configure_threads, git_commit, hardware, library_versions, 
 from .seqcls import encode_classification, load_classifier, set_pad_token
 
 
-def run_train(cfg: Config, resume: bool = False) -> Path:
+def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Train `cfg.model` on the prepared splits in `cfg.data.output_dir`; returns the run folder.
 
     With `resume`, continue from the last complete checkpoint of an interrupted run of the same folder.
+    `callbacks` join the Trainer's own (the sweep's pruning callback watches val loss through them).
     """
     t = cfg.train
     if t.method == "dpo":
@@ -122,6 +124,8 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
     trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(logdir=str(work / "tensorboard"))))
     if t.early_stopping_patience:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
 
     started = time.perf_counter()
     try:
@@ -139,7 +143,7 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
             _discard_if_nothing_to_resume(work)
         raise
     wall = time.perf_counter() - started
-    val_loss = trainer.evaluate()["eval_loss"] if val_set is not None else None
+    val_loss = _final_val_loss(trainer) if val_set is not None else None
     if not processes.is_main_process:
         return Path(t.output_dir)
 
@@ -198,6 +202,14 @@ def _prepare_work_dir(work: Path, resume: bool) -> None:
 def _discard_if_nothing_to_resume(work: Path) -> None:
     if not complete_checkpoints(work / "checkpoints"):
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _final_val_loss(trainer: Trainer) -> float:
+    """Val loss of the weights being saved; an evaluation the loop already ran at the last step is reused."""
+    last = next((r for r in reversed(trainer.state.log_history) if "eval_loss" in r), None)
+    if last and last["step"] == trainer.state.global_step and not trainer.args.load_best_model_at_end:
+        return last["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
 
 
 def _step_of(checkpoint: str | None) -> int | None:
