@@ -220,9 +220,9 @@ def test_rss_sampler_sees_a_short_lived_allocation():
 
     import numpy as np
 
-    from domaintune.latency import RssSampler
+    from domaintune.runtime import PeakRss
 
-    with RssSampler() as sampler:
+    with PeakRss(interval=0.005) as sampler:
         before = sampler.peak
         block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched so that it is resident
         time.sleep(0.05)

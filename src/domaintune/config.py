@@ -233,6 +233,12 @@ class TrainConfig(_Section):
         None, ge=1, description="Stop after this many evaluations without a better val loss (needs eval_steps)."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    packing: bool | None = Field(
+        None,
+        description="Pack whole examples into rows of `max_length` tokens, each attending only to itself, so no "
+        "step pays for padding; a longer causal-lm document is split, not cut. Unset: on for causal-lm; off for "
+        "sft, where it would change the examples per step (group_by_length already pads little).",
+    )
     sampling: Literal["group_by_length", "random", "sequential"] = Field(
         "group_by_length",
         description="Training order: `group_by_length` batches rows of similar length (least padding); "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import subprocess
+import threading
 from importlib import metadata
 
+import psutil
 import torch
 
 
@@ -42,9 +43,34 @@ def configure_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+class PeakRss:
+    """Peak resident memory of this process while a `with` block runs, sampled by a thread every `interval` s.
+
+    Not `ru_maxrss`: that is the process's lifetime peak, so an earlier run in the same process (demo
+    --compare, a sweep, a test session) would be charged to every later one. torch releases the GIL in
+    its kernels, so the sampler keeps running during a step; a spike shorter than `interval` can be missed.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.before = self.peak = 0
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self.before = self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def library_versions() -> dict[str, str]:
