@@ -44,13 +44,28 @@ from .checkpoints import (
 from .config import Config, TrainConfig, save_config
 from .errors import DomaintuneError
 from .io import atomic_write_json, atomic_write_text, replace_dir
-from .methods import ADAPTER_METHODS, DEFAULT_LR, check_method_supported, load_quantized_base, wrap_model
+from .methods import (
+    ADAPTER_METHODS,
+    DEFAULT_LR,
+    check_method_supported,
+    load_quantized_base,
+    recomputes_activations,
+    wrap_model,
+)
 from .models import load_causal_lm, load_tokenizer, resolve_model
 from .monitor import NonFiniteLossGuard, plot_loss_curve
 from .prepare import read_data_card, read_split
 from .progress import ProgressCallback
 from .render import encode_messages, encode_sft, encode_text
-from .runtime import PeakRss, configure_threads, git_commit, hardware, library_versions, resolve_precision
+from .runtime import (
+    PeakRss,
+    configure_threads,
+    git_commit,
+    hardware,
+    library_versions,
+    resolve_precision,
+    return_freed_memory_at_once,
+)
 from .seqcls import encode_classification, load_classifier, set_pad_token
 
 
@@ -66,6 +81,8 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
         return run_train_dpo(cfg)
     check_method_supported(t)
     configure_threads(cfg.threads)
+    if not torch.cuda.is_available():
+        return_freed_memory_at_once()
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
     card = read_data_card(cfg.data.output_dir)
@@ -159,6 +176,7 @@ def run_train(cfg: Config, resume: bool = False) -> Path:
         "labels": card.get("labels"),
         "seed": cfg.seed,
         "precision": precision,
+        "gradient_checkpointing": recomputes_activations(t),
         "resumed_from_step": int(checkpoint.name.split("-")[-1]) if checkpoint else None,
         "hardware": hardware(),
         "versions": library_versions(),
@@ -240,7 +258,7 @@ def training_arguments(
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=recomputes_activations(t),
         learning_rate=learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float below 1 is read as a ratio of the total steps
