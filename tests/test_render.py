@@ -87,3 +87,12 @@ def test_chat_row_without_assistant_is_an_error(tokenizer):
 
     with pytest.raises(DomaintuneError, match="no assistant turn"):
         encode_messages(tokenizer, [{"role": "user", "content": "hi"}], 64)
+
+
+def test_prompt_never_exceeds_its_budget(tokenizer):
+    """A cut document can tokenize differently inside the template (a character split between tokens
+    decodes to U+FFFD, three bytes); the prompt is then cut again to fit."""
+    texts = [" ".join(["pain is gone and I feel good"] * 30), "café au lait, très bien " * 30]
+    for text in texts:
+        for max_length in range(50, 110):
+            assert len(prompt_ids(tokenizer, PROMPT, text, max_length)) <= max_length

@@ -196,7 +196,12 @@ class PromptConfig(_Section):
 class LoraSettings(_Section):
     r: int = Field(8, ge=1, description="LoRA rank.")
     alpha: int = Field(16, ge=1, description="LoRA alpha; the update is scaled by alpha / r.")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Dropout on the LoRA input (peft's and torchtune's default is 0 too). Above 0, every adapted "
+        "layer keeps a dropped-out copy of its input for backward: a LoRA step without recomputation peaked at "
+        "5.13 GiB with 0.05 and 3.53 GiB with 0 (bench/lora_memory.py).",
+    )
     target_modules: str | list[str] = Field(
         "all-linear",
         description="Modules to adapt: `all-linear` or a list of module names (q_proj, v_proj, ...).",
@@ -262,7 +267,19 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many evaluations without a better val loss (needs eval_steps)."
     )
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    gradient_checkpointing: bool | None = Field(
+        None,
+        description="Recompute each block's activations in backward instead of keeping them (about a third "
+        "more compute per LoRA step). Unset: on for lora/dora/qlora, where activations, not weights, are most "
+        "of a step's memory (bench/lora_memory.py); off for full and freeze, whose weights, gradients and "
+        "optimizer state dominate and which are chosen for speed.",
+    )
+    packing: bool | None = Field(
+        None,
+        description="Pack whole examples into rows of `max_length` tokens, each attending only to itself, so no "
+        "step pays for padding; a longer causal-lm document is split, not cut. Unset: on for causal-lm; off for "
+        "sft, where it would change the examples per step (group_by_length already pads little).",
+    )
     sampling: Literal["group_by_length", "random", "sequential"] = Field(
         "group_by_length",
         description="Training order: `group_by_length` batches rows of similar length (least padding); "

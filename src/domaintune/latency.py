@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,35 +31,10 @@ from .io import atomic_write_json
 from .models import load_causal_lm, load_tokenizer
 from .render import prompt_ids
 from .runs import load_run_model, run_card
-from .runtime import configure_threads, device_name
+from .runtime import PeakRss, configure_threads, device_name
 from .seqcls import load_classifier
 
 VARIANTS = ("base", "full", "lora", "lora-merged")
-
-
-class RssSampler:
-    """Highest resident set size of this process while the `with` block runs."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval, self.peak = interval, 0
-        self._stop = threading.Event()
-        self._proc = psutil.Process()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
 def load_for_timing(spec: dict, cfg: Config) -> tuple:
@@ -87,7 +61,7 @@ def time_requests(request: Callable, inputs: list, warmup: int, repeats: int, de
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     latencies, produced = [], 0
-    with RssSampler() as sampler:
+    with PeakRss(interval=0.005) as sampler:
         for _ in range(repeats):
             for item in inputs:
                 tick = time.perf_counter()

@@ -14,6 +14,11 @@ WEIGHT_METHODS = ("full", "freeze")  # runs that hold a whole model/
 DEFAULT_LR = {"lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "freeze": 5e-5, "full": 2e-5, "dpo": 5e-5}
 
 
+def recomputes_activations(t: TrainConfig) -> bool:
+    """`train.gradient_checkpointing`, resolved: unset means on for the adapter methods."""
+    return t.gradient_checkpointing if t.gradient_checkpointing is not None else t.method in ADAPTER_METHODS
+
+
 def check_method_supported(t: TrainConfig) -> None:
     """Fail before anything is loaded when the method cannot run on this machine."""
     if t.method == "qlora" and not torch.cuda.is_available():

@@ -62,7 +62,12 @@ def prompt_ids(
             "raise train.max_length / evaluate.max_length or shorten prompt.instruction; "
             "see docs/troubleshooting.md#token-budget-too-small"
         )
-    return _template_ids(tokenizer, _messages(prompt, truncate_tokens(tokenizer, text, budget)), True)
+    ids = _template_ids(tokenizer, _messages(prompt, truncate_tokens(tokenizer, text, budget)), True)
+    while len(ids) > max_length and budget > 0:
+        # The document's tokens can merge differently next to the template's ("\n\n" + text): cut more.
+        budget -= len(ids) - max_length
+        ids = _template_ids(tokenizer, _messages(prompt, truncate_tokens(tokenizer, text, budget)), True)
+    return ids
 
 
 def answer_ids(tokenizer: PreTrainedTokenizerBase, prompt: PromptConfig, answer: str) -> list[int]:
@@ -131,8 +136,8 @@ def encode_messages(
     return Encoded(ids[:max_length], labels[:max_length])
 
 
-def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) -> Encoded:
-    """Raw document tokens for causal-LM training and perplexity, cut to `max_length`.
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int | None) -> Encoded:
+    """Raw document tokens for causal-LM training and perplexity, cut to `max_length` (None: whole).
 
     No end-of-sequence token is appended: an instruct model's EOS is an end-of-turn marker, and scoring
     it after raw text would charge the base model for a convention it never learned.

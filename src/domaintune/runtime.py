@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
-import resource
 import subprocess
+import threading
 from importlib import metadata
 
+import psutil
 import torch
 
 from .errors import warn
@@ -48,9 +50,53 @@ def configure_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+
+
+def return_freed_memory_at_once(threshold: int = 1 << 16) -> bool:
+    """Have glibc give every freed block of `threshold` bytes or more back to the OS at once.
+
+    By default glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB),
+    so from the first step on a CPU step's activation tensors come from its heap, and the ones freed
+    between live ones stay resident: a LoRA step's RSS ran about 2 GiB above its live tensors
+    (bench/lora_memory.py). Setting the threshold turns that adjustment off, so each large tensor gets
+    its own mapping, unmapped when freed. Process-wide; False where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+class PeakRss:
+    """Peak resident memory of this process while a `with` block runs, sampled by a thread every `interval` s.
+
+    Not `ru_maxrss`: that is the process's lifetime peak, so an earlier run in the same process (demo
+    --compare, a sweep, a test session) would be charged to every later one. torch releases the GIL in
+    its kernels, so the sampler keeps running during a step; a spike shorter than `interval` can be missed.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.before = self.peak = 0
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self.before = self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def library_versions() -> dict[str, str]:

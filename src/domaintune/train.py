@@ -23,7 +23,6 @@ from accelerate import PartialState
 from datasets import Dataset
 from tensorboardX import SummaryWriter
 from transformers import (
-    DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     PreTrainedTokenizerBase,
@@ -35,6 +34,7 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 
+from .batching import LossPositionsCollator, drop_mask_for_packed_rows, pack_rows, takes_loss_positions
 from .checkpoints import (
     MarkCompleteCallback,
     complete_checkpoints,
@@ -45,13 +45,28 @@ from .checkpoints import (
 from .config import Config, TrainConfig, save_config
 from .errors import DomaintuneError
 from .io import atomic_write_json, atomic_write_text, replace_dir
-from .methods import ADAPTER_METHODS, DEFAULT_LR, check_method_supported, load_quantized_base, wrap_model
+from .methods import (
+    ADAPTER_METHODS,
+    DEFAULT_LR,
+    check_method_supported,
+    load_quantized_base,
+    recomputes_activations,
+    wrap_model,
+)
 from .models import load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
 from .monitor import NonFiniteLossGuard, plot_loss_curve, warn_if_loss_stalled
 from .prepare import read_data_card, read_split
 from .progress import ProgressCallback
 from .render import encode_messages, encode_sft, encode_text
-from .runtime import configure_threads, git_commit, hardware, library_versions, peak_rss_bytes, resolve_precision
+from .runtime import (
+    PeakRss,
+    configure_threads,
+    git_commit,
+    hardware,
+    library_versions,
+    resolve_precision,
+    return_freed_memory_at_once,
+)
 from .seqcls import encode_classification, load_classifier, set_pad_token
 
 
@@ -68,6 +83,8 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
         return run_train_dpo(cfg)
     check_method_supported(t)
     configure_threads(cfg.threads)
+    if not torch.cuda.is_available():
+        return_freed_memory_at_once()
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
     card = read_data_card(cfg.data.output_dir)
@@ -106,7 +123,8 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
     else:
         train_set = encode_rows(train_rows, tokenizer, cfg)
         val_set = encode_rows(val_rows, tokenizer, cfg) if val_rows else None
-        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        collator = LossPositionsCollator(tokenizer.pad_token_id, keep_logits=takes_loss_positions(model))
+        model.register_forward_pre_hook(drop_mask_for_packed_rows, with_kwargs=True)
     learning_rate = t.learning_rate or DEFAULT_LR[t.method]
 
     trainer = Trainer(
@@ -129,7 +147,8 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
 
     started = time.perf_counter()
     try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with PeakRss() as memory:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.cuda.OutOfMemoryError:
         if processes.is_main_process:
             _discard_if_nothing_to_resume(work)
@@ -165,6 +184,7 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
         "labels": card.get("labels"),
         "seed": cfg.seed,
         "precision": precision,
+        "gradient_checkpointing": recomputes_activations(t),
         "resumed_from_step": int(checkpoint.name.split("-")[-1]) if checkpoint else None,
         "hardware": hardware(),
         "versions": library_versions(),
@@ -177,7 +197,8 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
         "train_loss": round(result.training_loss, 5),
         "val_loss": round(val_loss, 5) if val_loss is not None else None,
         "best_checkpoint_step": _step_of(trainer.state.best_model_checkpoint),
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": memory.peak,
+        "rss_before_train_bytes": memory.before,
         "peak_cuda_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         "trainable_parameters": count_parameters(model, trainable_only=True),
         "total_parameters": count_parameters(model, trainable_only=False),
@@ -225,10 +246,15 @@ def encode_rows(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: Confi
             item = encode_messages(tokenizer, _with_system(row["messages"], cfg), t.max_length, t.loss_on)
         elif t.task == "sft":
             item = encode_sft(tokenizer, cfg.prompt, row["text"], row["label"], t.max_length, t.loss_on, cache)
-        else:
-            item = encode_text(tokenizer, row["text"], t.max_length)
+        else:  # packed documents are split into max_length pieces later, so none is cut here
+            item = encode_text(tokenizer, row["text"], None if packs(t) else t.max_length)
         encoded.append({"input_ids": item.input_ids, "labels": item.labels, "length": len(item.input_ids)})
-    return Dataset.from_list(encoded)
+    dataset = Dataset.from_list(encoded)
+    return pack_rows(dataset, t.max_length, split_long=t.task == "causal-lm") if packs(t) else dataset
+
+
+def packs(t: TrainConfig) -> bool:
+    return t.packing if t.packing is not None else t.task == "causal-lm"
 
 
 def _with_system(messages: list[dict], cfg: Config) -> list[dict]:
@@ -249,7 +275,7 @@ def training_arguments(
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=recomputes_activations(t),
         learning_rate=learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float below 1 is read as a ratio of the total steps
@@ -273,6 +299,9 @@ def training_arguments(
         # group_by_length (the default) pads to the longest of similar-length rows, not to max_length.
         train_sampling_strategy=t.sampling,
         include_num_input_tokens_seen="non_padding",
+        prediction_loss_only=True,  # evaluation needs the loss only; gathering every logit costs GBs
+        # LossPositionsCollator picks its own columns and needs packed rows' `seq_lengths`.
+        remove_unused_columns=t.task == "classification",
         dataloader_num_workers=0,
         disable_tqdm=True,
     )

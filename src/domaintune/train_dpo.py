@@ -29,7 +29,7 @@ from .methods import DEFAULT_LR, lora_config
 from .models import load_base
 from .progress import ProgressCallback
 from .render import truncate_tokens
-from .runtime import configure_threads, git_commit, hardware, library_versions, peak_rss_bytes, resolve_precision
+from .runtime import PeakRss, configure_threads, git_commit, hardware, library_versions, resolve_precision
 from .train import count_parameters, folder_bytes
 
 TEMPLATE_ALLOWANCE = 16  # tokens the chat template adds around the turns (role headers, end-of-turn)
@@ -131,7 +131,8 @@ def run_train_dpo(cfg: Config) -> Path:
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressCallback())
         started = time.perf_counter()
-        result = trainer.train()
+        with PeakRss() as memory:
+            result = trainer.train()
         wall = time.perf_counter() - started
 
         weights_dir = run_dir / "adapter"
@@ -159,7 +160,8 @@ def run_train_dpo(cfg: Config) -> Path:
             "train_loss": round(result.training_loss, 5),
             "final_reward_accuracy": last.get("rewards/accuracies"),
             "final_reward_margin": last.get("rewards/margins"),
-            "peak_rss_bytes": peak_rss_bytes(),
+            "peak_rss_bytes": memory.peak,
+            "rss_before_train_bytes": memory.before,
             "trainable_parameters": count_parameters(trainer.model, trainable_only=True),
             "total_parameters": count_parameters(trainer.model, trainable_only=False),
             "weights_bytes": folder_bytes(weights_dir, "*.safetensors"),

@@ -1,0 +1,212 @@
+"""Training throughput and memory: the seed's recipe, TRL's SFTTrainer and domaintune, side by side.
+
+    PYTHONPATH=src python bench/train_speed.py [--steps 4] [--batch 8] [--trl-defaults-steps 1]
+        [--trl-defaults-batch 2] [--recipes seed,trl-defaults,trl-fp32,lora,lora-no-gc,full] [--work DIR]
+
+Every recipe trains SmolLM2-135M on the same drug reviews, tokenized once by domaintune (chat-template
+prompt masked, answer labelled), with the same optimizer settings (AdamW, domaintune's learning rate,
+warm-up and cosine schedule) and, for LoRA, the same adapter (domaintune's defaults: r=8, alpha=16,
+all linear layers). What differs is how each tool runs a step:
+- seed: HF Trainer, every example padded to max_length=512, fp32 (the seed project's recipe);
+- trl-defaults: TRL SFTTrainer as shipped (model passed by path, bf16 autocast and gradient
+  checkpointing on, each batch padded to its longest row). bf16 is emulated on a CPU without
+  AVX512-BF16/AMX and runs ~50x slower than fp32, so by default this recipe runs `--trl-defaults-steps`
+  steps of `--trl-defaults-batch` examples (a smaller batch pads less, which favours TRL);
+- trl-fp32: the same with bf16 off, a fairer second line;
+- lora / full: `domaintune train` (run_train) at its defaults; lora-no-gc: LoRA with
+  train.gradient_checkpointing=false.
+Each runs in its own process, so peak RSS is per recipe (sampled during training). Real tokens are the
+non-padding tokens of the examples trained on, counted the same way for all. MFU: the FLOPs the loss
+and its gradients need (bench/train_common.step_flops) per second, over the fp32 matmul peak measured
+at the model's shapes in this run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from train_common import (
+    GIB,
+    MAX_LENGTH,
+    bench_config,
+    bench_parser,
+    load_avg,
+    matmul_peak_gflops,
+    prepare_examples,
+    run_child,
+    serve_child,
+    step_flops,
+)
+
+SCRIPT = Path(__file__).resolve()
+RECIPES = ("seed", "trl-defaults", "trl-fp32", "lora", "lora-no-gc", "full")
+LABELS = {
+    "seed": "seed: HF Trainer, pad to 512, fp32",
+    "trl-defaults": "TRL SFTTrainer defaults (bf16 autocast, grad. checkpointing)",
+    "trl-fp32": "TRL SFTTrainer, bf16 off",
+    "lora": "domaintune LoRA (defaults)",
+    "lora-no-gc": "domaintune LoRA, gradient_checkpointing=false",
+    "full": "domaintune full (defaults)",
+}
+
+
+def main() -> None:
+    parser = bench_parser(steps=4)
+    parser.add_argument("--trl-defaults-steps", type=int, default=1)
+    parser.add_argument("--trl-defaults-batch", type=int, default=2)
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    args = parser.parse_args()
+    if serve_child(args, run_recipe):
+        return
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="train_speed_"))
+    cfg = bench_config(work, args.steps, args.batch)
+    examples = prepare_examples(cfg)
+    (work / "examples.json").write_text(json.dumps(examples))
+    print(f"# bench/train_speed.py --steps {args.steps} --batch {args.batch} --trl-defaults-steps "
+          f"{args.trl_defaults_steps} --trl-defaults-batch {args.trl_defaults_batch}")
+    print(f"{load_avg()} (start)")
+    peak = matmul_peak_gflops()
+    results = {}
+    for name in args.recipes.split(","):
+        steps, batch = (args.trl_defaults_steps, args.trl_defaults_batch) if name == "trl-defaults" else (
+            args.steps, args.batch)
+        spec = {"name": name, "work": str(work), "steps": steps, "batch": batch, "bench_steps": args.steps,
+                "bench_batch": args.batch}
+        results[name] = run_child(SCRIPT, spec, work / f"{name}.json")
+        print(f"  {name}: {results[name]['tokens_per_second']:.1f} real tok/s, {load_avg()}", flush=True)
+    peak = max(peak, matmul_peak_gflops())
+    print(f"{load_avg()} (end); fp32 matmul peak {peak:.1f} GFLOP/s\n")
+    print(table(results, examples, peak))
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def table(results: dict, examples: list[dict], peak_gflops: float) -> str:
+    from transformers import AutoConfig
+
+    from domaintune.models import resolve_model
+
+    model_config = AutoConfig.from_pretrained(resolve_model("smollm2-135m"))
+    seed = results.get("seed", {}).get("tokens_per_second")
+    trl = results.get("trl-defaults", {}).get("tokens_per_second")
+    lines = ["| recipe | examples | real tokens | train s | real tok/s | x seed | x TRL defaults | mean loss | "
+             "final loss | peak RSS GiB | MFU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        used = examples[: r["examples"]]
+        flops = step_flops(model_config, used, "full" if name == "full" else "lora")
+        mfu = flops / r["train_seconds"] / (peak_gflops * 1e9)
+        lines.append(
+            f"| {LABELS[name]} | {r['examples']} | {r['real_tokens']} | {r['train_seconds']:.1f} | "
+            f"{r['tokens_per_second']:.1f} | {_ratio(r['tokens_per_second'], seed)} | "
+            f"{_ratio(r['tokens_per_second'], trl)} | {r['mean_loss']:.4f} | {r['final_loss']:.4f} | "
+            f"{r['peak_rss_bytes'] / GIB:.2f} | {mfu:.0%} |"
+        )
+    lines.append("")
+    if "lora" in results and "full" in results:
+        ratio = results["lora"]["peak_rss_bytes"] / results["full"]["peak_rss_bytes"]
+        lines.append(f"LoRA / full peak RSS at domaintune's defaults, same batch: {ratio:.2f} (target <= 0.5)")
+    if seed:
+        ceiling = peak_gflops * 1e9 / (step_flops(model_config, examples, "lora") / sum(len(e["input_ids"])
+                                                                                      for e in examples))
+        lines.append(f"LoRA at 100% of the matmul peak, doing only the necessary work: {ceiling:.0f} real tok/s "
+                     f"= {ceiling / seed:.1f}x the seed recipe (target 8x)")
+    return "\n".join(lines)
+
+
+def _ratio(value: float, reference: float | None) -> str:
+    return f"{value / reference:.2f}" if reference else "-"
+
+
+def run_recipe(spec: dict) -> dict:
+    name, work = spec["name"], Path(spec["work"])
+    examples = json.loads((work / "examples.json").read_text())[: spec["steps"] * spec["batch"]]
+    if name in ("lora", "lora-no-gc", "full"):
+        return run_domaintune(spec, work, examples)
+    return run_library(spec, work, examples)
+
+
+def run_domaintune(spec: dict, work: Path, examples: list[dict]) -> dict:
+    from domaintune import run_train
+
+    extra = {"lora": [], "lora-no-gc": ["train.gradient_checkpointing=false"], "full": ["train.method=full"]}
+    cfg = bench_config(work, spec["bench_steps"], spec["bench_batch"],
+                       extra[spec["name"]] + [f"train.output_dir={work}/runs/{spec['name']}"])
+    run = run_train(cfg)
+    card = json.loads((run / "run_card.json").read_text())
+    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    real = sum(len(e["input_ids"]) for e in examples)
+    assert card["train_tokens"] == real, (card["train_tokens"], real)
+    shutil.rmtree(run, ignore_errors=True)
+    return _result(examples, card["train_wall_seconds"], card["train_loss"], losses, card["peak_rss_bytes"])
+
+
+def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
+    """The seed and TRL recipes, built as those tools are used."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+
+    from domaintune.methods import DEFAULT_LR, lora_config
+    from domaintune.models import load_tokenizer, resolve_model
+    from domaintune.runtime import PeakRss
+
+    cfg = bench_config(work, spec["bench_steps"], spec["bench_batch"])
+    set_seed(cfg.seed)
+    source = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer(source, None)
+    shared = dict(
+        output_dir=str(work / "runs" / spec["name"]), max_steps=spec["steps"],
+        per_device_train_batch_size=spec["batch"], learning_rate=DEFAULT_LR["lora"], lr_scheduler_type="cosine",
+        warmup_steps=cfg.train.warmup_ratio, logging_steps=1, save_strategy="no", report_to="none", seed=cfg.seed,
+        disable_tqdm=True,
+    )
+    dataset = Dataset.from_list(examples)
+    if spec["name"] == "seed":
+        from peft import get_peft_model
+
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32),
+                               lora_config(cfg.train))
+        collator = DataCollatorForSeq2Seq(tokenizer, padding="max_length", max_length=MAX_LENGTH)
+        trainer = Trainer(model=model, args=TrainingArguments(**shared, use_cpu=True), train_dataset=dataset,
+                          data_collator=collator, processing_class=tokenizer)
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        sft = SFTConfig(**shared, **({"bf16": False} if spec["name"] == "trl-fp32" else {}))
+        trainer = SFTTrainer(model=str(source), args=sft, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=lora_config(cfg.train))
+    counter = CountingCollator(trainer.data_collator)
+    trainer.data_collator = counter
+    started = time.perf_counter()
+    with PeakRss() as memory:
+        result = trainer.train()
+    wall = time.perf_counter() - started
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    assert counter.real_tokens == sum(len(e["input_ids"]) for e in examples)
+    return _result(examples, wall, result.training_loss, losses, memory.peak)
+
+
+class CountingCollator:
+    """Counts the real (non-padding) tokens of the examples a recipe trains on, before any padding."""
+
+    def __init__(self, collator) -> None:
+        self.collator, self.real_tokens = collator, 0
+
+    def __call__(self, features):
+        self.real_tokens += sum(len(f["input_ids"]) for f in features)
+        return self.collator(features)
+
+
+def _result(examples: list[dict], wall: float, mean_loss: float, losses: list[float], peak: int) -> dict:
+    real = sum(len(e["input_ids"]) for e in examples)
+    return {"examples": len(examples), "real_tokens": real, "train_seconds": wall, "tokens_per_second": real / wall,
+            "mean_loss": mean_loss, "final_loss": losses[-1], "peak_rss_bytes": peak}
+
+
+if __name__ == "__main__":
+    main()
