@@ -19,18 +19,18 @@ from train_common import GIB, bench_config, bench_parser, load_avg, prepare_exam
 
 SCRIPT = Path(__file__).resolve()
 NO_GC, DROPOUT_0, FULL = "train.gradient_checkpointing=false", "train.lora.dropout=0", "train.method=full"
-# name -> (config overrides, what the child undoes in domaintune: "all-logits" computes the LM head at every
-# position, "glibc-heap" leaves glibc's default mmap threshold)
+# name -> (config overrides, what the child changes in domaintune: "all-logits" computes the LM head at every
+# position; "keep-freed" / "return-at-once" force the allocator setting that recomputation otherwise picks)
 VARIANTS = {
     "lora": ([], ()),
-    "lora glibc heap": ([], ("glibc-heap",)),
+    "lora keep freed": ([], ("keep-freed",)),
     "lora dropout=0": ([DROPOUT_0], ()),
     "lora gc=false": ([NO_GC], ()),
     "lora gc=false dropout=0": ([NO_GC, DROPOUT_0], ()),
     "lora gc=false all logits": ([NO_GC], ("all-logits",)),
-    "lora gc=false glibc heap": ([NO_GC], ("glibc-heap",)),
+    "lora gc=false return at once": ([NO_GC], ("return-at-once",)),
     "full": ([FULL], ()),
-    "full glibc heap": ([FULL], ("glibc-heap",)),
+    "full return at once": ([FULL], ("return-at-once",)),
     "full all logits": ([FULL], ("all-logits",)),
     "full gc=true": ([FULL, "train.gradient_checkpointing=true"], ()),
 }
@@ -79,8 +79,11 @@ def run_variant(spec: dict) -> dict:
     imports = psutil.Process().memory_info().rss
     if "all-logits" in spec["undo"]:
         domaintune.train.takes_loss_positions = lambda model: False
-    if "glibc-heap" in spec["undo"]:
-        domaintune.train.return_freed_memory_at_once = lambda: False
+    set_allocator = domaintune.train.return_freed_memory_at_once
+    if "keep-freed" in spec["undo"]:
+        domaintune.train.return_freed_memory_at_once = lambda enabled: set_allocator(False)
+    if "return-at-once" in spec["undo"]:
+        domaintune.train.return_freed_memory_at_once = lambda enabled: set_allocator(True)
     run = run_train(bench_config(Path(spec["work"]), spec["steps"], spec["batch"], spec["overrides"]))
     card = json.loads((run / "run_card.json").read_text())
     shutil.rmtree(run, ignore_errors=True)

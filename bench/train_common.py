@@ -131,5 +131,24 @@ def step_flops(config, examples: list[dict], method: str, lora_r: int = 8) -> fl
     return total
 
 
+def loss_after_training(model, examples: list[dict]) -> float:
+    """Mean per-token loss of the trained model on the examples every recipe trained on, one at a time.
+
+    The last logged step's loss is one batch's, and the recipes batch the same examples differently
+    (group_by_length, padding); this is the same figure for all of them.
+    """
+    import torch
+
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:
+            ids, labels = torch.tensor([ex["input_ids"]]), torch.tensor([ex["labels"]])
+            scored = int((labels[:, 1:] != -100).sum())
+            total += float(model(input_ids=ids, labels=labels).loss) * scored
+            tokens += scored
+    return total / tokens
+
+
 def load_avg() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -16,7 +16,9 @@ all linear layers). What differs is how each tool runs a step:
 - lora / full: `domaintune train` (run_train) at its defaults; lora-no-gc: LoRA with
   train.gradient_checkpointing=false.
 Each runs in its own process, so peak RSS is per recipe (sampled during training). Real tokens are the
-non-padding tokens of the examples trained on, counted the same way for all. MFU: the FLOPs the loss
+non-padding tokens of the examples trained on, counted the same way for all. "Loss after" is the trained
+model's mean per-token loss on those same examples, one at a time, the same for every recipe (the last
+step's loss is one batch's, batched differently by each tool). MFU: the FLOPs the loss
 and its gradients need (bench/train_common.step_flops) per second, over the fp32 matmul peak measured
 at the model's shapes in this run.
 """
@@ -35,6 +37,7 @@ from train_common import (
     bench_config,
     bench_parser,
     load_avg,
+    loss_after_training,
     matmul_peak_gflops,
     prepare_examples,
     run_child,
@@ -95,7 +98,8 @@ def table(results: dict, examples: list[dict], peak_gflops: float) -> str:
     seed = results.get("seed", {}).get("tokens_per_second")
     trl = results.get("trl-defaults", {}).get("tokens_per_second")
     lines = ["| recipe | examples | real tokens | train s | real tok/s | x seed | x TRL defaults | mean loss | "
-             "final loss | peak RSS GiB | MFU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "last step's loss | loss after, same examples | peak RSS GiB | MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         used = examples[: r["examples"]]
         flops = step_flops(model_config, used, "full" if name == "full" else "lora")
@@ -104,6 +108,7 @@ def table(results: dict, examples: list[dict], peak_gflops: float) -> str:
             f"| {LABELS[name]} | {r['examples']} | {r['real_tokens']} | {r['train_seconds']:.1f} | "
             f"{r['tokens_per_second']:.1f} | {_ratio(r['tokens_per_second'], seed)} | "
             f"{_ratio(r['tokens_per_second'], trl)} | {r['mean_loss']:.4f} | {r['final_loss']:.4f} | "
+            f"{r['loss_after']:.4f} | "
             f"{r['peak_rss_bytes'] / GIB:.2f} | {mfu:.0%} |"
         )
     lines.append("")
@@ -132,17 +137,19 @@ def run_recipe(spec: dict) -> dict:
 
 def run_domaintune(spec: dict, work: Path, examples: list[dict]) -> dict:
     from domaintune import run_train
+    from domaintune.runs import load_run_model
 
     extra = {"lora": [], "lora-no-gc": ["train.gradient_checkpointing=false"], "full": ["train.method=full"]}
     cfg = bench_config(work, spec["bench_steps"], spec["bench_batch"],
                        extra[spec["name"]] + [f"train.output_dir={work}/runs/{spec['name']}"])
     run = run_train(cfg)
     card = json.loads((run / "run_card.json").read_text())
+    after = loss_after_training(load_run_model(str(run), cfg)[0], examples)
     losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     real = sum(len(e["input_ids"]) for e in examples)
     assert card["train_tokens"] == real, (card["train_tokens"], real)
     shutil.rmtree(run, ignore_errors=True)
-    return _result(examples, card["train_wall_seconds"], card["train_loss"], losses, card["peak_rss_bytes"])
+    return _result(examples, card["train_wall_seconds"], card["train_loss"], losses, card["peak_rss_bytes"], after)
 
 
 def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
@@ -163,7 +170,7 @@ def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
         output_dir=str(work / "runs" / spec["name"]), max_steps=spec["steps"],
         per_device_train_batch_size=spec["batch"], learning_rate=DEFAULT_LR["lora"], lr_scheduler_type="cosine",
         warmup_steps=cfg.train.warmup_ratio, logging_steps=1, save_strategy="no", report_to="none", seed=cfg.seed,
-        disable_tqdm=True,
+        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),  # TRL's bf16 default refuses a CPU without it
     )
     dataset = Dataset.from_list(examples)
     if spec["name"] == "seed":
@@ -172,7 +179,7 @@ def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32),
                                lora_config(cfg.train))
         collator = DataCollatorForSeq2Seq(tokenizer, padding="max_length", max_length=MAX_LENGTH)
-        trainer = Trainer(model=model, args=TrainingArguments(**shared, use_cpu=True), train_dataset=dataset,
+        trainer = Trainer(model=model, args=TrainingArguments(**shared), train_dataset=dataset,
                           data_collator=collator, processing_class=tokenizer)
     else:
         from trl import SFTConfig, SFTTrainer
@@ -188,7 +195,8 @@ def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
     wall = time.perf_counter() - started
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     assert counter.real_tokens == sum(len(e["input_ids"]) for e in examples)
-    return _result(examples, wall, result.training_loss, losses, memory.peak)
+    after = loss_after_training(trainer.model, examples)
+    return _result(examples, wall, result.training_loss, losses, memory.peak, after)
 
 
 class CountingCollator:
@@ -202,10 +210,11 @@ class CountingCollator:
         return self.collator(features)
 
 
-def _result(examples: list[dict], wall: float, mean_loss: float, losses: list[float], peak: int) -> dict:
+def _result(examples: list[dict], wall: float, mean_loss: float, losses: list[float], peak: int, after: float) -> dict:
     real = sum(len(e["input_ids"]) for e in examples)
     return {"examples": len(examples), "real_tokens": real, "train_seconds": wall, "tokens_per_second": real / wall,
-            "mean_loss": mean_loss, "final_loss": losses[-1], "peak_rss_bytes": peak}
+            "mean_loss": mean_loss, "final_loss": losses[-1], "peak_rss_bytes": peak,
+            "loss_after": after}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ DEMO_SETTINGS = [
     "train.max_train_rows=200",
     "train.max_length=160",
     "train.batch_size=8",
+    # Speed over memory: 8 rows of at most 160 tokens fit a few GiB without recomputing activations,
+    # which would make this LoRA run about 2.6x slower (BENCHMARKS.md, training speed and memory).
+    "train.gradient_checkpointing=false",
     f"train.output_dir={DEMO_ROOT}/lora",
     "evaluate.max_examples=120",
     "evaluate.max_length=160",

@@ -51,20 +51,24 @@ def configure_threads(threads: int | None) -> int:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+RETURN_AT_ONCE, KEEP_FOR_REUSE = 1 << 16, 32 << 20  # 32 MiB: where glibc's own adjustment stops
 
 
-def return_freed_memory_at_once(threshold: int = 1 << 16) -> bool:
-    """Have glibc give every freed block of `threshold` bytes or more back to the OS at once.
+def return_freed_memory_at_once(enabled: bool = True) -> bool:
+    """Choose how glibc treats a CPU step's freed activation tensors: give them back, or keep them.
 
     By default glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB),
-    so from the first step on a CPU step's activation tensors come from its heap, and the ones freed
-    between live ones stay resident: a LoRA step's RSS ran about 2 GiB above its live tensors
-    (bench/lora_memory.py). Setting the threshold turns that adjustment off, so each large tensor gets
-    its own mapping, unmapped when freed. Process-wide; False where the C library is not glibc.
+    so from the first step on activations come from its heap, and the ones freed between live ones stay
+    resident: a LoRA step's RSS ran about 2 GiB above its live tensors (bench/lora_memory.py). With
+    `enabled`, every block of 64 KiB or more gets its own mapping, unmapped when freed; the price is a
+    page fault for every page of every new tensor, which made a LoRA step about 1.6x slower here. So it
+    goes with recomputation (the memory-lean setting) and is off (32 MiB, glibc's steady state) for
+    runs chosen for speed. Set both ways because it is process-wide and a later run may want the other;
+    False where the C library is not glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, RETURN_AT_ONCE if enabled else KEEP_FOR_REUSE))
     except (OSError, AttributeError):
         return False
 

@@ -84,7 +84,7 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
     check_method_supported(t)
     configure_threads(cfg.threads)
     if not torch.cuda.is_available():
-        return_freed_memory_at_once()
+        return_freed_memory_at_once(recomputes_activations(t))
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
     card = read_data_card(cfg.data.output_dir)
