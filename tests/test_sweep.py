@@ -191,3 +191,20 @@ def test_sigkill_mid_trial_then_resume_finishes_the_grid(tiny_model_dir, tmp_pat
     for t in done:
         weights = load_file(Path(t["folder"]) / "adapter" / "adapter_model.safetensors")
         assert {w.shape[0] for k, w in weights.items() if "lora_A" in k} == {labels[t["params"]["train.lora"]]}
+
+
+def test_importance_needs_more_complete_trials_than_keys():
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from domaintune.sweep_report import _importance
+
+    keys = {f"k{i}": FloatDistribution(0.0, 1.0) for i in range(3)}
+    study = optuna.create_study()
+    for n in range(5):
+        study.add_trial(optuna.trial.create_trial(
+            params={k: (n * 0.37 + i * 0.11) % 1 for i, k in enumerate(keys)}, distributions=keys, value=float(n)))
+    found, note = _importance(study, params=3, complete=4, seed=0)
+    assert found is None and "at least 5 complete trials (has 4)" in note
+    found, note = _importance(study, params=3, complete=5, seed=0)
+    assert set(found) == set(keys)
