@@ -1,6 +1,7 @@
 """One LoRA step's time and RSS growth under each glibc mmap threshold, with and without recomputation.
 
-    PYTHONPATH=src python bench/lora_allocator.py THRESHOLD gc|nogc     (THRESHOLD in bytes; 0 = glibc's default)
+    PYTHONPATH=src python bench/lora_allocator.py THRESHOLD gc|nogc [TRIM]
+        (THRESHOLD, TRIM in bytes; THRESHOLD 0 = glibc's default; TRIM also sets M_TRIM_THRESHOLD)
 
 The model alone, outside the Trainer: SmolLM2-135M with LoRA r=8 on all linear layers, 4 AdamW steps on
 random token rows of 8 x 120, 200, 160 and 140 tokens, the loss at every position. Run once per setting
@@ -16,8 +17,11 @@ import time
 import torch
 
 threshold, recompute = int(sys.argv[1]), sys.argv[2] == "gc"
+trim = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 if threshold:
     ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD, before anything is allocated
+if trim:
+    ctypes.CDLL("libc.so.6").mallopt(-1, trim)  # M_TRIM_THRESHOLD
 
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
