@@ -115,7 +115,11 @@ def reviews_csv(tmp_path) -> Path:
 
 @pytest.fixture
 def tiny_overrides(tiny_model_dir, reviews_csv, tmp_path) -> list[str]:
-    """Overrides that point a config at the tiny model and the small CSV, with tiny budgets."""
+    """Overrides that point a config at the tiny model and the small CSV, with tiny budgets.
+
+    fp32 is named, not left to `auto`: auto picks bf16 on CPUs with AVX512-BF16 and fp32 on AVX2-only ones,
+    and a suite whose numbers depend on the CPU gives two verdicts for one commit. Tests about bf16 say so.
+    """
     return [
         f"model.name={tiny_model_dir}",
         f"data.source={reviews_csv}",
@@ -125,6 +129,7 @@ def tiny_overrides(tiny_model_dir, reviews_csv, tmp_path) -> list[str]:
         "train.max_steps=3",
         "train.batch_size=4",
         "train.max_length=96",
+        "train.precision=fp32",
         "prompt.instruction=Classify the sentiment.",
         "train.logging_steps=1",
         "evaluate.max_length=96",
@@ -133,7 +138,7 @@ def tiny_overrides(tiny_model_dir, reviews_csv, tmp_path) -> list[str]:
 
 
 def tiny_overrides_at(model_dir: Path, root: Path) -> list[str]:
-    """Like `tiny_overrides`, for fixtures that outlive one test."""
+    """Like `tiny_overrides` (fp32 too), for fixtures that outlive one test."""
     csv_path = write_csv(root / "reviews.csv", make_reviews(60))
     return [
         f"model.name={model_dir}",
@@ -143,6 +148,7 @@ def tiny_overrides_at(model_dir: Path, root: Path) -> list[str]:
         "train.max_steps=3",
         "train.batch_size=4",
         "train.max_length=96",
+        "train.precision=fp32",
         "prompt.instruction=Classify the sentiment.",
         "evaluate.max_length=96",
     ]

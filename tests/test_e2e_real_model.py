@@ -1,6 +1,10 @@
 """End-to-end on the real embedded SmolLM2-135M-Instruct and drug reviews, a handful of steps.
 
 These run in CI (the model installs from the package index); they are not skipped.
+Training runs at `train.precision: auto`, as a user's would: bf16 on an AVX512-BF16 CPU, fp32 on an AVX2-only
+one. The weights are fp32 masters either way, and evaluate, merge and every logit compared here run in fp32,
+so the assertions hold on both kinds (the exactness tests in test_distributed/test_training_depth/test_compare
+run both precisions on purpose).
 """
 
 import json

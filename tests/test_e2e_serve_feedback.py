@@ -1,5 +1,6 @@
 """The feedback loop end to end on the real embedded SmolLM2-135M-Instruct, a handful of steps:
 serve a LoRA run and the base -> blind comparisons and votes -> export -> DPO run -> evaluate, compare, serve.
+Training runs at `train.precision: auto` (bf16 or fp32 by CPU); nothing here compares numbers across runs.
 """
 
 import json
