@@ -15,6 +15,7 @@ import pytest
 from domaintune.cli import main
 from domaintune.config import config_to_yaml, load_config
 from domaintune.errors import DomaintuneError
+from domaintune.feedback_export import run_feedback_export
 from domaintune.outputs import MARKER, mark_output, open_output_in_place, output_kind, staged_output
 
 
@@ -119,6 +120,11 @@ def test_overwrite_replaces_a_plain_folder(tmp_path, capsys):
     mine = _user_folder(tmp_path / "mine")
     assert _export_into(mine, db, "--overwrite") == 0, capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == [MARKER, "export_card.json", "preference.jsonl", "sft.jsonl"]
+    also_mine = _user_folder(tmp_path / "also-mine")
+    with pytest.raises(DomaintuneError, match="also-mine already exists"):
+        run_feedback_export(db, also_mine)
+    run_feedback_export(db, also_mine, overwrite=True)  # the Python API's switch
+    assert not (also_mine / "notes.txt").exists()
 
 
 def test_an_empty_folder_is_used(tmp_path):

@@ -332,6 +332,12 @@ class Config(_Section):
         """The YAML file this config was loaded from: an input that no output may replace."""
         return self._source_file
 
+    def __eq__(self, other: object) -> bool:
+        """Equal values make equal configs, wherever each was read from (pydantic would compare `_source_file`)."""
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
     @model_validator(mode="after")
     def _sweep_space_is_searchable(self) -> Config:
         if self.sweep.space:
