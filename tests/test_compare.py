@@ -299,7 +299,7 @@ def test_merge_and_export_name_the_folder_and_what_is_wrong(evaluated, tiny_mode
         breaker(_copy(root / "lora", folder), _wider_model(tiny_model_dir, tmp_path / "wider"))
     with pytest.raises(DomaintuneError, match=message):
         run_merge(folder) if verb == "merge" else run_export(folder, "gguf", tmp_path / "out")
-    assert not (tmp_path / "out").exists() and not (folder / "merged").exists(), "nothing half-written"
+    assert not (tmp_path / "out").exists() and not (tmp_path / f"{broken}-merged").exists(), "nothing half-written"
 
 
 def test_compare_names_an_adapter_that_does_not_fit_its_base(evaluated, tiny_model_dir, tmp_path):

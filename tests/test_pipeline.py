@@ -28,7 +28,8 @@ def _logits(model, ids):
 def test_lora_run_folder_and_card(lora_run):
     cfg, run_dir = lora_run
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "adapter", "config.yaml", "loss_curve.png", "metrics.jsonl", "run_card.json", "tensorboard"
+        ".domaintune-output.json", "adapter", "config.yaml", "loss_curve.png", "metrics.jsonl", "run_card.json",
+        "tensorboard"
     ]
     assert list((run_dir / "tensorboard").glob("events.out.tfevents*"))
     card = json.loads((run_dir / "run_card.json").read_text())
@@ -123,7 +124,7 @@ def test_demo_flow_on_the_tiny_model(tiny_overrides, tmp_path):
 
     lines = []
     report = run_demo(demo_config(tiny_overrides), log=lines.append)
-    assert report == tmp_path / "runs" / "lora" / "report.html"
+    assert report == tmp_path / "runs" / "compare" / "report.html", "beside the run: compare never writes into one"
     table = "\n".join(lines)
     assert "test ppl" in table and "accuracy" in table and "trainable params" in table
     assert [line.split()[0] for line in table.splitlines() if line.startswith(("base ", "lora "))] == ["base", "lora"]

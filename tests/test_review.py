@@ -149,7 +149,8 @@ def test_export_writes_preference_and_sft_data(tmp_path):
     assert [(r["prompt"], r["completion"]) for r in sft] == [
         ("prompt 0", "alpha says 0"), ("prompt 0", "base says 0"), ("prompt 2", "alpha says 2")]
     assert card["votes"] == 3 and card["ties"] == 1 and card["preference_pairs"] == 2 and card["sft_rows"] == 3
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export_card.json", "preference.jsonl", "sft.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".domaintune-output.json", "export_card.json", "preference.jsonl", "sft.jsonl"]
 
 
 def test_export_of_a_missing_database_names_it(tmp_path):

@@ -55,7 +55,8 @@ def test_dpo_run_prefers_the_chosen_answers(tiny_overrides, preference_file, tin
         "train.max_steps=6", "train.learning_rate=0.02", "train.warmup_ratio=0",
     ])
     run_dir = run_train(cfg)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "config.yaml", "metrics.jsonl", "run_card.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".domaintune-output.json", "adapter", "config.yaml", "metrics.jsonl", "run_card.json"]
     card = json.loads((run_dir / "run_card.json").read_text())
     assert card["method"] == "dpo" and card["steps"] == 6 and card["preference_pairs"] == 8
     assert 0 < card["trainable_parameters"] < card["total_parameters"]

@@ -20,8 +20,9 @@ from skops.io.exceptions import UntrustedTypesFoundException
 
 from .config import Config, save_config
 from .errors import DomaintuneError
-from .io import atomic_write_json, staged_dir
+from .io import atomic_write_json
 from .metrics import classification_metrics
+from .outputs import check_output, config_inputs, staged_output
 from .prepare import read_data_card, read_split
 
 METHOD = "tfidf-logreg"
@@ -36,12 +37,16 @@ def build_pipeline(seed: int) -> Pipeline:
     ])
 
 
-def run_baseline(cfg: Config) -> dict:
+def run_baseline(cfg: Config, overwrite: bool = False) -> dict:
     """Fit on the train split, score the test split; write the folder and return its metrics.
+
+    An existing folder at `evaluate.baseline_output_dir` is replaced only if it is a baseline, or with
+    `overwrite` (outputs.py).
 
     No peak memory is recorded: the process's peak (ru_maxrss) would be whatever ran before the fit
     in the same process (in `demo --compare`, two trainings), not the baseline's own few MiB.
     """
+    check_baseline_output(cfg, overwrite)
     labels = read_data_card(cfg.data.output_dir).get("labels")
     if not labels:
         raise DomaintuneError(
@@ -72,7 +77,7 @@ def run_baseline(cfg: Config) -> dict:
     parameters = int(logreg.coef_.size + logreg.intercept_.size)
     blob = skops.io.dumps(pipeline)
     out = Path(cfg.evaluate.baseline_output_dir)
-    with staged_dir(out) as folder:
+    with staged_output(out, "baseline", overwrite) as folder:
         (folder / MODEL_FILE).write_bytes(blob)
         atomic_write_json(folder / "metrics.json", metrics)
         atomic_write_json(folder / "run_card.json", {
@@ -88,6 +93,10 @@ def run_baseline(cfg: Config) -> dict:
         save_config(cfg, folder)
     return metrics
 
+
+def check_baseline_output(cfg: Config, overwrite: bool = False) -> Path:
+    return check_output(cfg.evaluate.baseline_output_dir, "baseline", [*config_inputs(cfg), cfg.data.output_dir],
+                        overwrite, "evaluate.baseline_output_dir")
 
 
 def load_baseline(folder: str | Path) -> Pipeline:

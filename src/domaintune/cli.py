@@ -12,10 +12,15 @@ from .errors import DomaintuneError
 
 VERBS = ("prepare", "train", "evaluate", "baseline", "compare", "merge", "export", "generate", "demo", "config",
          "serve", "feedback", "sweep")
+WRITING_VERBS = ("prepare", "train", "evaluate", "baseline", "compare", "merge", "export", "demo", "feedback", "sweep")
+OUTPUT_RULE = ("An existing output folder is replaced only when domaintune wrote it as the same kind of output; "
+               "anything else there is refused unless --overwrite is given, and an output that is, holds or "
+               "lies inside an input is always refused.")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="domaintune", description="Adapt a small language model to a domain.")
+    parser = argparse.ArgumentParser(prog="domaintune", description="Adapt a small language model to a domain.",
+                                     epilog=OUTPUT_RULE)
     sub = parser.add_subparsers(dest="verb", required=True)
     helps = {
         "prepare": "clean, deduplicate and split the data; write a data card",
@@ -33,9 +38,14 @@ def _parser() -> argparse.ArgumentParser:
         "sweep": "search config keys with Optuna (TPE or grid, pruning, resumable); each trial is a run folder",
     }
     for verb in VERBS:
-        p = sub.add_parser(verb, help=helps[verb], description=helps[verb])
+        writes = verb in WRITING_VERBS
+        p = sub.add_parser(verb, help=helps[verb], description=helps[verb], epilog=OUTPUT_RULE if writes else None)
         p.add_argument("-c", "--config", help="YAML config file (defaults apply without it)")
         p.add_argument("args", nargs="*", help="key=value overrides, plus targets where the verb takes them")
+        if writes:
+            p.add_argument("--overwrite", action="store_true",
+                           help="replace an existing output folder that domaintune did not write as this kind of "
+                                "output (never one that is, holds or lies inside an input)")
         if verb == "compare":
             p.add_argument("--out", default="runs/compare", help="folder for comparison.json, report.md/.html")
             p.add_argument("--names", help="comma-separated display names, one per folder")
@@ -46,10 +56,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--repeats", type=int, default=1, help="passes over the timed prompts")
             p.add_argument("--threads", type=int, help="torch threads in each timing process")
         if verb == "merge":
-            p.add_argument("--out", help="output folder (default: RUN/merged)")
+            p.add_argument("--out", help="output folder (default: RUN-merged, beside the run)")
         if verb == "export":
             p.add_argument("--format", default="gguf", choices=["gguf"], help="file format")
-            p.add_argument("--out", help="output folder (default: RUN/gguf)")
+            p.add_argument("--out", help="output folder (default: RUN-gguf, beside the run)")
             p.add_argument("--types", default="f16,q8_0",
                            help="comma-separated GGUF types: f16, q8_0, f32 (f32 reads back with exact logits)")
         if verb == "demo":
@@ -104,39 +114,40 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
         latency = None if ns.no_latency else api.LatencySettings(ns.prompts, ns.max_new_tokens, ns.warmup,
                                                                   ns.repeats)
         names = ns.names.split(",") if ns.names else None
-        report = api.run_compare(targets, ns.out, names, latency, ns.threads, log=print)
+        report = api.run_compare(targets, ns.out, names, latency, ns.threads, log=print, overwrite=ns.overwrite)
         rows = api.read_json(report.parent / "comparison.json")["rows"]
         print(api.text_table(rows) + f"\nreport: {report}")
         return 0
     if ns.verb == "merge":
         if len(targets) != 1 or overrides:
             raise DomaintuneError("merge takes one LoRA run folder (and --out)")
-        print(f"merged model written to {api.run_merge(targets[0], ns.out)}")
+        print(f"merged model written to {api.run_merge(targets[0], ns.out, overwrite=ns.overwrite)}")
         return 0
     if ns.verb == "export":
         if len(targets) != 1 or overrides:
             raise DomaintuneError("export takes one run folder (and --format, --out)")
-        out = api.run_export(targets[0], ns.format, ns.out, types=tuple(t.strip() for t in ns.types.split(",") if t))
+        out = api.run_export(targets[0], ns.format, ns.out, types=tuple(t.strip() for t in ns.types.split(",") if t),
+                             overwrite=ns.overwrite)
         print(api.read_json(out / "export_card.json"))
         return 0
     if ns.verb == "feedback":
         if targets != ["export"] or overrides:
             raise DomaintuneError("usage: domaintune feedback export [--db DB] [--out FOLDER]")
-        summary = api.run_feedback_export(ns.db, ns.out)
+        summary = api.run_feedback_export(ns.db, ns.out, overwrite=ns.overwrite)
         print(f"feedback written to {ns.out}: {summary['preference_pairs']} preference pairs, "
               f"{summary['sft_rows']} SFT rows")
         return 0
     if ns.verb == "sweep":
         if len(targets) > 1 or (targets and ns.config):
             raise DomaintuneError("sweep takes one config: domaintune sweep CONFIG [key=value ...]")
-        report = api.run_sweep(api.load_config(ns.config or (targets or [None])[0], overrides))
+        report = api.run_sweep(api.load_config(ns.config or (targets or [None])[0], overrides), overwrite=ns.overwrite)
         print(report.read_text(encoding="utf-8") + f"\nreport: {report}")
         return 0
     if ns.verb not in ("evaluate", "generate", "serve") and targets:
         raise DomaintuneError(f"unexpected argument '{targets[0]}' (overrides are key=value)")
     if ns.verb == "demo":
         cfg = api.demo_config(overrides) if not ns.config else api.load_config(ns.config, overrides)
-        api.run_demo(cfg, compare=ns.compare)
+        api.run_demo(cfg, compare=ns.compare, overwrite=ns.overwrite)
         return 0
     cfg = api.load_config(ns.config, overrides)
     if ns.verb == "config":
@@ -145,16 +156,16 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
         from .prep.card import summarize
         from .prepare import read_data_card
 
-        folder = api.run_prepare(cfg)
+        folder = api.run_prepare(cfg, ns.overwrite)
         print(f"{summarize(read_data_card(folder))}\nprepared data written to {folder} (see data_card.md)")
     elif ns.verb == "baseline":
-        metrics = api.run_baseline(cfg)
+        metrics = api.run_baseline(cfg, ns.overwrite)
         print(f"{cfg.evaluate.baseline_output_dir}: accuracy {metrics['accuracy']}, macro-F1 {metrics['macro_f1']}")
     elif ns.verb == "train":
-        print(f"run folder written to {api.run_train(cfg, resume=ns.resume)}")
+        print(f"run folder written to {api.run_train(cfg, resume=ns.resume, overwrite=ns.overwrite)}")
     elif ns.verb == "evaluate":
         for target in targets or ["base"]:
-            metrics = api.run_evaluate(cfg, target)
+            metrics = api.run_evaluate(cfg, target, ns.overwrite)
             shown = {k: metrics[k] for k in ("perplexity", "accuracy", "macro_f1") if k in metrics}
             print(f"{target}: {shown}")
     elif ns.verb == "serve":

@@ -26,6 +26,7 @@ from .io import atomic_write_json, atomic_write_text, read_json
 from .latency import measure_in_subprocess
 from .methods import ADAPTER_METHODS, WEIGHT_METHODS
 from .models import resolve_model
+from .outputs import check_output, staged_output
 from .prepare import read_split
 
 QUALITY_KEYS = ("perplexity", "test_loss", "accuracy", "macro_f1", "general_perplexity", "per_class",
@@ -194,34 +195,45 @@ def run_compare(
     latency: LatencySettings | None = None,
     threads: int | None = None,
     log=lambda line: None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write comparison.json, report.md and report.html for the folders; returns the HTML report's path."""
+    """Write comparison.json, report.md and report.html for the folders; returns the HTML report's path.
+
+    An existing `output_dir` is replaced only if it is a comparison, or with `overwrite` (outputs.py).
+    """
     if not folders:
         raise DomaintuneError("compare needs at least one evaluated folder (a run folder or runs/base)")
     if names and len(names) != len(folders):
         raise DomaintuneError(f"compare got {len(names)} names for {len(folders)} folders")
+    check_compare_output(folders, output_dir, overwrite)
     folder_rows = [read_folder(f, names[i] if names else None) for i, f in enumerate(folders)]
     check_same_base(folder_rows)
     rows = [r for row in folder_rows for r in serving_rows(row)]
-    output_dir = Path(output_dir)
-    texts: list[str] = []
-    if latency is not None and any(r["variant"] != "tfidf-logreg" for r in rows):
-        texts = latency_texts([r for r in rows if r["variant"] != "tfidf-logreg"], latency)
-        for row in rows:
-            if row["variant"] in ("base", "full", "lora", "lora-merged"):
-                log(f"timing {row['name']} ({row['variant']}) in a fresh process")
-                row.update(measure_row(row, texts, latency, output_dir / ".latency", threads))
-                if row["variant"] == "base":
-                    row["total_parameters"] = row["inference_parameters"]
-        shutil.rmtree(output_dir / ".latency", ignore_errors=True)
-    add_relative_figures(rows)
-    report = {"rows": rows, "latency_settings": asdict(latency) if latency else None, "latency_texts": texts,
-              "loss_curves": {r["name"]: loss_curve(r["folder"]) for r in rows if r["variant"] in ("lora", "full")}}
-    atomic_write_json(output_dir / "comparison.json", report)
-    atomic_write_text(output_dir / "report.md", render_markdown(rows))
     from .report_html import render_html
 
-    return atomic_write_text(output_dir / "report.html", render_html(report))
+    with staged_output(output_dir, "compare", overwrite) as folder:
+        texts: list[str] = []
+        if latency is not None and any(r["variant"] != "tfidf-logreg" for r in rows):
+            texts = latency_texts([r for r in rows if r["variant"] != "tfidf-logreg"], latency)
+            for row in rows:
+                if row["variant"] in ("base", "full", "lora", "lora-merged"):
+                    log(f"timing {row['name']} ({row['variant']}) in a fresh process")
+                    row.update(measure_row(row, texts, latency, folder / ".latency", threads))
+                    if row["variant"] == "base":
+                        row["total_parameters"] = row["inference_parameters"]
+            shutil.rmtree(folder / ".latency", ignore_errors=True)
+        add_relative_figures(rows)
+        report = {"rows": rows, "latency_settings": asdict(latency) if latency else None, "latency_texts": texts,
+                  "loss_curves": {r["name"]: loss_curve(r["folder"]) for r in rows
+                                  if r["variant"] in ("lora", "full")}}
+        atomic_write_json(folder / "comparison.json", report)
+        atomic_write_text(folder / "report.md", render_markdown(rows))
+        atomic_write_text(folder / "report.html", render_html(report))
+    return Path(output_dir) / "report.html"
+
+
+def check_compare_output(folders: list[str | Path], output_dir: str | Path, overwrite: bool = False) -> Path:
+    return check_output(output_dir, "compare", folders, overwrite, "--out")
 
 
 def loss_curve(folder: str) -> list[dict]:

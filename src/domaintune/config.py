@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .errors import DomaintuneError
 from .io import atomic_write_text
@@ -325,6 +325,18 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation.")
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="`domaintune sweep` (sweep_config.py).")
+    _source_file: str | None = PrivateAttr(None)
+
+    @property
+    def source_file(self) -> str | None:
+        """The YAML file this config was loaded from: an input that no output may replace."""
+        return self._source_file
+
+    def __eq__(self, other: object) -> bool:
+        """Equal values make equal configs, wherever each was read from (pydantic would compare `_source_file`)."""
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
 
     @model_validator(mode="after")
     def _sweep_space_is_searchable(self) -> Config:
@@ -389,7 +401,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise DomaintuneError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
     raw = _merge(raw, parse_overrides(overrides or []))
-    return validate_config(raw, where)
+    cfg = validate_config(raw, where)
+    cfg._source_file = str(path) if path is not None else None
+    return cfg
 
 
 def validate_config(raw: dict[str, Any], where: str = "config") -> Config:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .baseline import run_baseline
-from .compare import LatencySettings, run_compare, text_table
+from .baseline import check_baseline_output, run_baseline
+from .compare import LatencySettings, check_compare_output, run_compare, text_table
 from .config import Config, load_config
-from .evaluate import run_evaluate
-from .prepare import run_prepare
-from .train import run_train
+from .evaluate import check_base_output, run_evaluate
+from .prepare import check_prepare_output, run_prepare
+from .train import check_train_output, run_train
 
 DEMO_ROOT = "runs/demo"
 DEMO_SETTINGS = [
@@ -60,34 +60,46 @@ def full_config(cfg: Config) -> Config:
 
 
 def run_demo(cfg: Config | None = None, log=print, compare: bool = False,
-             latency: LatencySettings | None = None) -> Path:
-    """Run the demo; returns the path of report.html. `log` receives one line per stage."""
+             latency: LatencySettings | None = None, overwrite: bool = False) -> Path:
+    """Run the demo; returns the path of report.html. `log` receives one line per stage.
+
+    Every folder it writes is checked before the first stage starts (outputs.py): an existing folder
+    that is not domaintune's output of the same kind stops the demo at once, unless `overwrite`.
+    """
     cfg = cfg or demo_config()
+    configs = [cfg, full_config(cfg)] if compare else [cfg]
+    folders = [cfg.evaluate.base_output_dir, *(c.train.output_dir for c in configs)]
+    folders += [cfg.evaluate.baseline_output_dir] if compare else []
+    out = Path(cfg.train.output_dir).parent / "compare"
+    check_prepare_output(cfg, overwrite)
+    check_base_output(cfg, overwrite)
+    for run_cfg in configs:
+        check_train_output(run_cfg, overwrite)
+    if compare:
+        check_baseline_output(cfg, overwrite)
+    check_compare_output(folders, out, overwrite)
+
     steps = 7 if compare else 4
     log(f"[1/{steps}] prepare {cfg.data.source} -> {cfg.data.output_dir}")
-    run_prepare(cfg)
+    run_prepare(cfg, overwrite)
     log(f"[2/{steps}] evaluate base model {cfg.model.name}")
-    run_evaluate(cfg)
-    folders, names = [cfg.evaluate.base_output_dir], ["base"]
-    configs = [cfg, full_config(cfg)] if compare else [cfg]
+    run_evaluate(cfg, overwrite=overwrite)
+    names = ["base"]
     step = 3
     for run_cfg in configs:
         t = run_cfg.train
         log(f"[{step}/{steps}] train {t.method} ({t.task}, loss on {t.loss_on}) -> {t.output_dir}")
-        run_dir = run_train(run_cfg)
+        run_dir = run_train(run_cfg, overwrite=overwrite)
         log(f"[{step + 1}/{steps}] evaluate {run_dir}")
         run_evaluate(run_cfg, str(run_dir))
-        folders.append(str(run_dir))
         names.append(t.method)
         step += 2
     if compare:
         log(f"[{steps}/{steps}] TF-IDF + logistic regression baseline -> {cfg.evaluate.baseline_output_dir}")
-        run_baseline(cfg)
-        folders.append(cfg.evaluate.baseline_output_dir)
+        run_baseline(cfg, overwrite)
         names.append("tfidf")
-    out = Path(cfg.train.output_dir).parent / "compare" if compare else Path(cfg.train.output_dir)
     report = run_compare(folders, out, names, latency=(latency or LatencySettings()) if compare else None,
-                         threads=cfg.threads, log=log)
+                         threads=cfg.threads, log=log, overwrite=overwrite)
     rows = json.loads((out / "comparison.json").read_text(encoding="utf-8"))["rows"]
     log("")
     log(text_table(rows))

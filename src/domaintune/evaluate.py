@@ -21,6 +21,7 @@ from .config import Config, save_config
 from .errors import DomaintuneError, warn
 from .io import atomic_write_json
 from .metrics import classification_metrics
+from .outputs import check_output, config_inputs, staged_output
 from .prep.card import leak_warning
 from .prepare import read_data_card, read_split
 from .runs import BASE, load_run_model, run_card, run_config
@@ -29,8 +30,14 @@ from .scoring import classify, generation_samples, perplexity
 from .seqcls import predict_labels
 
 
-def run_evaluate(cfg: Config, target: str = BASE) -> dict:
-    """Evaluate `target` (a run folder, or "base" for `cfg.model`) and write its metrics.json."""
+def run_evaluate(cfg: Config, target: str = BASE, overwrite: bool = False) -> dict:
+    """Evaluate `target` (a run folder, or "base" for `cfg.model`) and write its metrics.json.
+
+    A run's metrics.json goes into the run folder; the base model's into `evaluate.base_output_dir`, an
+    existing folder there being replaced only if it is a base evaluation, or with `overwrite` (outputs.py).
+    """
+    if target == BASE:
+        check_base_output(cfg, overwrite)
     configure_threads(cfg.threads)
     model_cfg = cfg if target == BASE else run_config(target)
     data_card = read_data_card(cfg.data.output_dir)
@@ -69,11 +76,18 @@ def run_evaluate(cfg: Config, target: str = BASE) -> dict:
                                             ev.sample_max_new_tokens)
     metrics["eval_seconds"] = round(time.perf_counter() - started, 2)
 
-    out_dir = Path(ev.base_output_dir if target == BASE else target)
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    if target == BASE:
-        save_config(cfg, out_dir)
+    if target != BASE:
+        atomic_write_json(Path(target) / "metrics.json", metrics)
+        return metrics
+    with staged_output(ev.base_output_dir, "evaluation", overwrite) as folder:
+        atomic_write_json(folder / "metrics.json", metrics)
+        save_config(cfg, folder)
     return metrics
+
+
+def check_base_output(cfg: Config, overwrite: bool = False) -> Path:
+    inputs = [*config_inputs(cfg), cfg.data.output_dir, cfg.evaluate.general_text or None]
+    return check_output(cfg.evaluate.base_output_dir, "evaluation", inputs, overwrite, "evaluate.base_output_dir")
 
 
 def check_data(target: str, data_card: dict, data_dir: str) -> None:

@@ -24,9 +24,10 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import DomaintuneError
-from .io import atomic_write_json, staged_dir
+from .io import atomic_write_json
 from .methods import ADAPTER_METHODS, WEIGHT_METHODS
 from .models import resolve_model, source_of_converted
+from .outputs import check_output, config_inputs, sibling_output, staged_output
 from .prepare import read_split
 from .render import prompt_ids
 from .runs import is_adapter_run, load_run_model, run_card, run_config
@@ -150,8 +151,10 @@ def round_trip(model: PreTrainedModel, folder: Path, filename: str, prompts: lis
 
 
 def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | None = None,
-               check_prompts: int = 4, types: tuple[str, ...] = DEFAULT_TYPES) -> Path:
-    """Write RUN/gguf/model-{type}.gguf for each of `types` and export_card.json; returns the folder."""
+               check_prompts: int = 4, types: tuple[str, ...] = DEFAULT_TYPES, overwrite: bool = False) -> Path:
+    """Write RUN-gguf/model-{type}.gguf beside the run (or into `output_dir`) for each of `types`, and
+    export_card.json; returns the folder. An existing output folder is replaced only if it is a GGUF
+    export, or with `overwrite` (outputs.py)."""
     if fmt != "gguf":
         raise DomaintuneError(f"export --format {fmt}: only 'gguf' is supported")
     unknown = [t for t in types if t not in FORMATS]
@@ -166,6 +169,8 @@ def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | 
         raise DomaintuneError(f"{run_dir}: a classification run (a sequence-classification head) has no GGUF form "
                               "llama.cpp serves; export takes causal-LM runs (train.task sft or causal-lm)")
     cfg = run_config(run_dir)
+    out = Path(output_dir) if output_dir else sibling_output(run_dir, "gguf")
+    check_output(out, "export", [run_dir, *config_inputs(cfg), cfg.data.output_dir], overwrite, "--out")
     model, tokenizer = load_run_model(str(run_dir), cfg)
     if is_adapter_run(card):
         model = model.merge_and_unload()
@@ -176,10 +181,9 @@ def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | 
     pre = tokenizer_pre(cfg.model.name)
     texts = [r["text"] for r in read_split(cfg.data.output_dir, "test")[:check_prompts]]
     prompts = [prompt_ids(tokenizer, cfg.prompt, t, cfg.evaluate.max_length) for t in texts]
-    out = Path(output_dir) if output_dir else run_dir / "gguf"
     export_card: dict = {"run": str(run_dir.resolve()), "method": card.get("method"), "tokenizer_pre": pre,
                          "files": {}}
-    with staged_dir(out) as folder:
+    with staged_output(out, "export", overwrite) as folder:
         for name in types:
             filename = f"model-{name}.gguf"
             write_gguf(model, tokenizer, folder / filename, name, f"{run_dir.name}-{name}", pre)

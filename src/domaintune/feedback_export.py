@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .errors import DomaintuneError
 from .feedback_store import FeedbackStore
-from .io import atomic_write_json, atomic_write_text, staged_dir
+from .io import atomic_write_json, atomic_write_text
+from .outputs import check_output, staged_output
 
 GOOD_RATING = 4
 
@@ -56,11 +57,15 @@ def sft_rows(voted: list) -> list[dict]:
     return rows
 
 
-def run_feedback_export(db_path: str | Path, out_dir: str | Path) -> dict:
-    """Export the votes in `db_path` into `out_dir`; returns the export card."""
+def run_feedback_export(db_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict:
+    """Export the votes in `db_path` into `out_dir`; returns the export card.
+
+    An existing `out_dir` is replaced only if it is a feedback export, or with `overwrite` (outputs.py).
+    """
     db_path = Path(db_path)
     if not db_path.is_file():
         raise DomaintuneError(f"votes database not found: {db_path} (it is written by `domaintune serve`)")
+    check_output(out_dir, "feedback-export", [db_path], overwrite, "--out")
     voted = FeedbackStore(db_path).voted_comparisons()
     preference, sft = preference_rows(voted), sft_rows(voted)
     card = {
@@ -72,7 +77,7 @@ def run_feedback_export(db_path: str | Path, out_dir: str | Path) -> dict:
         "sft_rows": len(sft),
         "sft_rule": f"every rating given for the answer is >= {GOOD_RATING}",
     }
-    with staged_dir(out_dir) as folder:
+    with staged_output(out_dir, "feedback-export", overwrite) as folder:
         atomic_write_text(folder / "preference.jsonl", _jsonl(preference))
         atomic_write_text(folder / "sft.jsonl", _jsonl(sft))
         atomic_write_json(folder / "export_card.json", card)

@@ -63,9 +63,17 @@ def staged_dir(final: str | Path) -> Iterator[Path]:
 def replace_dir(source: Path, final: Path) -> None:
     """Move a finished folder into place; an older `final` is moved aside first, then deleted."""
     old = None
-    if final.exists():
+    if final.exists() or final.is_symlink():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
     os.replace(source, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_path(old)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a folder tree, or a file or symbolic link (never the folder a link points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -9,12 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import DomaintuneError
-from .io import atomic_write_json, staged_dir
+from .io import atomic_write_json
+from .outputs import check_output, config_inputs, sibling_output, staged_output
 from .runs import is_adapter_run, load_run_model, run_card, run_config
 
 
-def run_merge(run_dir: str | Path, output_dir: str | Path | None = None) -> Path:
-    """Write RUN/merged (or `output_dir`) holding the merged model, its tokenizer and provenance."""
+def run_merge(run_dir: str | Path, output_dir: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Write RUN-merged beside the run (or `output_dir`) holding the merged model, its tokenizer and provenance.
+
+    An existing output folder is replaced only if it is a merged model, or with `overwrite` (outputs.py).
+    """
     run_dir = Path(run_dir)
     card = run_card(run_dir)
     if not is_adapter_run(card):
@@ -22,10 +26,11 @@ def run_merge(run_dir: str | Path, output_dir: str | Path | None = None) -> Path
             f"{run_dir}: merge needs a LoRA run; this one is '{card.get('method')}' (its model/ is already plain)"
         )
     cfg = run_config(run_dir)
+    out = Path(output_dir) if output_dir else sibling_output(run_dir, "merged")
+    check_output(out, "merged", [run_dir, *config_inputs(cfg)], overwrite, "--out")
     model, tokenizer = load_run_model(str(run_dir), cfg)
     merged = model.merge_and_unload()
-    out = Path(output_dir) if output_dir else run_dir / "merged"
-    with staged_dir(out) as folder:
+    with staged_output(out, "merged", overwrite) as folder:
         merged.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         atomic_write_json(folder / "domaintune_merged_from.json",

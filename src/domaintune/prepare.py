@@ -26,7 +26,8 @@ import numpy as np
 
 from .config import Config, DataConfig, save_config
 from .errors import DomaintuneError
-from .io import atomic_write_json, atomic_write_text, staged_dir
+from .io import atomic_write_json, atomic_write_text
+from .outputs import check_output, config_inputs, data_inputs, staged_output
 from .prep import card as card_mod
 from .prep.augment import augment_rows
 from .prep.dedup import add_band_keys, drop_exact, drop_near
@@ -41,9 +42,13 @@ from .sources import is_named, named_dataset
 __all__ = ["SPLITS", "read_data_card", "read_split", "remove_leaks", "run_prepare", "split_rows"]
 
 
-def run_prepare(cfg: Config) -> Path:
-    """Prepare `cfg.data` into `cfg.data.output_dir`; returns that folder."""
+def run_prepare(cfg: Config, overwrite: bool = False) -> Path:
+    """Prepare `cfg.data` into `cfg.data.output_dir`; returns that folder.
+
+    An existing folder there is replaced only if it is prepared data, or with `overwrite` (outputs.py).
+    """
     data = cfg.data
+    check_prepare_output(cfg, overwrite)
     bad, log = BadRows(data.strict), StepLog()
     with scratch_dir(data.output_dir) as scratch:
         pool_tables, test_table = _open_sources(data, bad)
@@ -80,7 +85,7 @@ def run_prepare(cfg: Config) -> Path:
         card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels)
         card["garbled_rows"] = garbled
 
-        with staged_dir(data.output_dir) as folder:
+        with staged_output(data.output_dir, "prepared", overwrite) as folder:
             card["token_lengths"] = _token_lengths(cfg, splits, token_error, folder)
             for name, rows in splits.items():
                 write_jsonl(rows, folder / f"{name}.jsonl")
@@ -88,6 +93,11 @@ def run_prepare(cfg: Config) -> Path:
             atomic_write_text(folder / "data_card.md", card_mod.render_markdown(card))
             save_config(cfg, folder)
     return Path(data.output_dir)
+
+
+def check_prepare_output(cfg: Config, overwrite: bool = False) -> Path:
+    return check_output(cfg.data.output_dir, "prepared", config_inputs(cfg) + data_inputs(cfg), overwrite,
+                        "data.output_dir")
 
 
 def _read(tables: list[tuple[Table, float]], data: DataConfig, bad: BadRows, log: StepLog, path: Path,

@@ -34,6 +34,7 @@ from .checkpoints import work_dir
 from .config import Config, validate_config
 from .errors import DomaintuneError
 from .io import atomic_write_json, read_json
+from .outputs import config_inputs, data_inputs, open_output_in_place
 from .prepare import read_split, run_prepare
 from .sweep_config import SearchParam, choice_label, with_value
 from .sweep_report import write_report
@@ -43,13 +44,17 @@ STUDY_NAME = "domaintune-sweep"
 BUDGET_KEYS = ("trials", "timeout_minutes")  # may change between runs of one sweep; nothing else may
 
 
-def run_sweep(cfg: Config, log: Callable[[str], None] = print) -> Path:
-    """Run (or resume) the sweep `cfg.sweep` describes; returns the folder holding its report."""
+def run_sweep(cfg: Config, log: Callable[[str], None] = print, overwrite: bool = False) -> Path:
+    """Run (or resume) the sweep `cfg.sweep` describes; returns the folder holding its report.
+
+    An existing `sweep.output_dir` is resumed if it is a sweep folder; any other folder there is refused,
+    or with `overwrite` replaced by a new sweep (outputs.py).
+    """
     s = cfg.sweep
     if not s.space:
         raise DomaintuneError("the config has no sweep.space: name the keys to search (see configs/sweep.yaml)")
-    folder = Path(s.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = open_output_in_place(s.output_dir, "sweep", config_inputs(cfg) + data_inputs(cfg), overwrite,
+                                  "sweep.output_dir")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed here instead
     with _exclusive(folder):
         study = _open_study(cfg, folder)

@@ -44,7 +44,7 @@ from .checkpoints import (
 )
 from .config import Config, TrainConfig, save_config
 from .errors import DomaintuneError
-from .io import atomic_write_json, atomic_write_text, replace_dir
+from .io import atomic_write_json, atomic_write_text
 from .methods import (
     ADAPTER_METHODS,
     DEFAULT_LR,
@@ -55,6 +55,7 @@ from .methods import (
 )
 from .models import load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
 from .monitor import NonFiniteLossGuard, plot_loss_curve, warn_if_loss_stalled
+from .outputs import check_output, config_inputs, replace_output
 from .prepare import read_data_card, read_split
 from .progress import ProgressCallback
 from .render import encode_messages, encode_sft, encode_text
@@ -70,17 +71,20 @@ from .runtime import (
 from .seqcls import encode_classification, load_classifier, set_pad_token
 
 
-def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback] | None = None) -> Path:
+def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
+              overwrite: bool = False) -> Path:
     """Train `cfg.model` on the prepared splits in `cfg.data.output_dir`; returns the run folder.
 
     With `resume`, continue from the last complete checkpoint of an interrupted run of the same folder.
     `callbacks` join the Trainer's own (the sweep's pruning callback watches val loss through them).
+    An existing folder at `train.output_dir` is replaced only if it is a run, or with `overwrite` (outputs.py).
     """
     t = cfg.train
+    check_train_output(cfg, overwrite)
     if t.method == "dpo":
         from .train_dpo import run_train_dpo  # preference training has its own loop (TRL's DPOTrainer)
 
-        return run_train_dpo(cfg)
+        return run_train_dpo(cfg, overwrite)
     check_method_supported(t)
     configure_threads(cfg.threads)
     if not torch.cuda.is_available():
@@ -205,8 +209,12 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
         "weights_bytes": folder_bytes(weights_dir, "*.safetensors"),
         "warnings": warn_if_loss_stalled(history),
     })
-    replace_dir(work, Path(t.output_dir))
-    return Path(t.output_dir)
+    return replace_output(work, t.output_dir, "run", overwrite)
+
+
+def check_train_output(cfg: Config, overwrite: bool = False) -> Path:
+    data = cfg.train.dpo.data if cfg.train.method == "dpo" else cfg.data.output_dir
+    return check_output(cfg.train.output_dir, "run", [*config_inputs(cfg), data], overwrite, "train.output_dir")
 
 
 def _prepare_work_dir(work: Path, resume: bool) -> None:

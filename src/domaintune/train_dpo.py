@@ -24,9 +24,10 @@ from trl import DPOConfig, DPOTrainer
 
 from .config import Config, TrainConfig, save_config
 from .errors import DomaintuneError
-from .io import atomic_write_json, atomic_write_text, staged_dir
+from .io import atomic_write_json, atomic_write_text
 from .methods import DEFAULT_LR, lora_config
 from .models import load_base
+from .outputs import staged_output
 from .progress import ProgressCallback
 from .render import truncate_tokens
 from .runtime import PeakRss, configure_threads, git_commit, hardware, library_versions, resolve_precision
@@ -109,7 +110,7 @@ def dpo_arguments(t: TrainConfig, seed: int, precision: str, scratch: Path) -> D
     )
 
 
-def run_train_dpo(cfg: Config) -> Path:
+def run_train_dpo(cfg: Config, overwrite: bool = False) -> Path:
     """Train a LoRA adapter on `cfg.model` by DPO on `cfg.train.dpo.data`; returns the run folder."""
     t = cfg.train
     configure_threads(cfg.threads)
@@ -120,7 +121,7 @@ def run_train_dpo(cfg: Config) -> Path:
     model, tokenizer = load_base(cfg.model.name, cfg.model.revision)
     dataset = conversational(rows, tokenizer, cfg.prompt.system, t.max_length)
 
-    with staged_dir(t.output_dir) as run_dir:
+    with staged_output(t.output_dir, "run", overwrite) as run_dir:
         trainer = DPOTrainer(
             model=model,
             args=dpo_arguments(t, cfg.seed, precision, run_dir / "checkpoints"),
