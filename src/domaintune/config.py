@@ -341,7 +341,7 @@ class Config(_Section):
     @model_validator(mode="after")
     def _sweep_space_is_searchable(self) -> Config:
         if self.sweep.space:
-            check_search_space(self)
+            check_search_space(self, describe_validation_error)
         return self
 
 

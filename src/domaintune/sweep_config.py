@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -175,11 +176,13 @@ def schema_keys(section: type[BaseModel], prefix: str = "") -> dict[str, bool]:
     return keys
 
 
-def check_search_space(cfg: Config) -> None:
-    """Raise ValueError (one line) for a key that is not searchable or a candidate value that does not validate."""
-    from .config import Config, describe_validation_error  # config.py imports this module
+def check_search_space(cfg: Config, describe: Callable[[ValidationError], str]) -> None:
+    """Raise ValueError (one line) for a key that is not searchable or a candidate value that does not validate.
 
-    keys = schema_keys(Config)
+    Called by `Config`'s own validator, which passes its error describer: this module stays below config.py.
+    """
+    schema = type(cfg)
+    keys = schema_keys(schema)
     base = cfg.model_dump(mode="json", exclude={"sweep"})
     for key, param in cfg.sweep.space.items():
         if key not in keys:
@@ -193,9 +196,9 @@ def check_search_space(cfg: Config) -> None:
             raise ValueError(f"sweep.space: '{key}' is a section: its choices must be mappings of its keys")
         for candidate in param.candidates():
             try:
-                Config.model_validate(with_value(copy.deepcopy(base), key, candidate))
+                schema.model_validate(with_value(copy.deepcopy(base), key, candidate))
             except ValidationError as exc:
-                problem = describe_validation_error(exc)
+                problem = describe(exc)
                 raise ValueError(f"sweep.space: '{key}' value {candidate!r}: {problem}") from None
         if cfg.sweep.sampler == "grid":
             try:

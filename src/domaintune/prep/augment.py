@@ -12,10 +12,10 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 
-from ..clean import normalized_key
 from ..config import Config
 from ..errors import DomaintuneError
 from .store import Rows
+from .variants import variant
 
 
 def delete_and_swap(text: str, probability: float, rng: random.Random) -> str:
@@ -62,12 +62,3 @@ def _eda(rows: Rows, cfg: Config, rejected: Counter) -> Iterator[dict]:
                     yield variant(row, k, text)
                 else:
                     rejected["identical"] += 1
-
-
-def variant(row: dict, k: int, text: str) -> dict:
-    return {**row, "id": f"{row['id']}#aug{k}", "text": text, "augmented": True}
-
-
-def same_text(a: str, b: str) -> bool:
-    """Equal as the exact-duplicate check sees them (case and whitespace ignored)."""
-    return normalized_key(a) == normalized_key(b)

@@ -21,9 +21,9 @@ import numpy as np
 from ..clean import clean_text
 from ..config import Config, DedupConfig, PromptConfig
 from ..errors import DomaintuneError
-from .augment import same_text, variant
 from .dedup import jaccard, shingles
 from .store import Rows
+from .variants import same_text, variant
 
 _CHUNK = 256  # rows decided (and held) at a time; batches are cut from each chunk by length
 _SLACK = 8  # tokens allowed beyond ratio x source, for a short source that needs a word more
