@@ -11,6 +11,7 @@ import random
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -202,15 +203,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(served_pool, tmp_path):
-    """A real uvicorn server on 127.0.0.1 (a free port) in a thread, stopped at the end of the test."""
+@contextmanager
+def running(app, port: int):
+    """`app` served by a real uvicorn on 127.0.0.1:`port` in a thread until the block ends."""
     import uvicorn
 
-    from domaintune.serve import ServeSettings, create_app
-
-    port = _free_port()
-    app = create_app(served_pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", port=port, seed=5))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -218,7 +215,18 @@ def live_server(served_pool, tmp_path):
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
+    yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=20)
     assert not thread.is_alive()
+
+
+@pytest.fixture
+def live_server(served_pool, tmp_path):
+    """A real uvicorn server on 127.0.0.1 (a free port) in a thread, stopped at the end of the test."""
+    from domaintune.serve import ServeSettings, create_app
+
+    port = _free_port()
+    app = create_app(served_pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", port=port, seed=5))
+    with running(app, port) as url:
+        yield url, app

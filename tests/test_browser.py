@@ -51,10 +51,12 @@ def test_vote_in_the_browser_lands_in_the_database(page, live_server):
                                   "WHERE id = ?", (comparison_id,)).fetchone()
         votes = conn.execute("SELECT comparison_id, choice, winner_model, left_quality, right_quality, "
                              "right_domain_fit, comment FROM votes").fetchall()
+        [(reviewer,)] = conn.execute("SELECT reviewer FROM votes").fetchall()
     left, right, left_answer, right_answer = comparison
     assert {left, right} == {"alpha", "base"}
     assert shown == (left_answer, right_answer), "the page shows the left answer as A"
     assert votes == [(comparison_id, "B", right, 2, 5, 4, "B stays on topic")]
+    assert reviewer.startswith("browser-"), "the page's cookie names the reviewer"
     assert page.text_content("#status").endswith(f"A was {left}, B was {right}")
 
     page.goto(f"{url}/results")
@@ -65,9 +67,43 @@ def test_vote_in_the_browser_lands_in_the_database(page, live_server):
 def test_model_output_is_shown_as_text_never_run(page, live_server):
     url, app = live_server
     evil = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">"
-    comparison = app.state.store.add_comparison(evil, "typed", None, "alpha", "beta", evil, "plain", {})
+    comparison = app.state.store.add_comparison(evil, "typed", None, "alpha", "beta", evil, "plain", {},
+                                                reviewer="someone")
     page.goto(f"{url}/review#c={comparison.id}")
     page.wait_for_selector("#comparison", state="visible")
     assert page.text_content("#answer-A") == evil and page.text_content("#prompt") == evil
     assert page.evaluate("window.pwned") is None
     assert page.locator("#answer-A img, #answer-A script").count() == 0
+
+
+TOKEN = "ann-token-0123456789"
+
+
+@pytest.fixture
+def listed_server(served_pool, tmp_path):
+    """A real server started with a reviewer list (conftest's live_server has none)."""
+    from conftest import _free_port, running
+    from domaintune.serve import ServeSettings, create_app
+
+    listed = tmp_path / "reviewers.txt"
+    listed.write_text(f"ann {TOKEN}\n")
+    port = _free_port()
+    app = create_app(served_pool, ServeSettings(db_path=tmp_path / "f.sqlite", reviewers_file=listed))
+    with running(app, port) as url:
+        yield url, app
+
+
+def test_listed_reviewer_is_asked_for_the_token_once(page, listed_server):
+    url, app = listed_server
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept(TOKEN)))
+    page.goto(f"{url}/review")
+    page.wait_for_selector("#model-2 option[value=base]", state="attached")
+    page.fill("#typed", "Is ibuprofen safe with coffee?")
+    page.click("#new")
+    page.wait_for_selector("#comparison", state="visible")
+    page.click("#vote-A")
+    page.wait_for_selector("#status:has-text('Vote recorded')")
+    assert asked == ["Your reviewer token:"], "asked once, then kept for the session's later calls"
+    with sqlite3.connect(app.state.store.path) as conn:
+        assert conn.execute("SELECT reviewer, choice FROM votes").fetchall() == [("ann", "A")]

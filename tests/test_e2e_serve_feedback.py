@@ -9,6 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domaintune import load_config, run_compare, run_evaluate, run_feedback_export, run_prepare, run_train
+from domaintune.prepare import read_split
+from domaintune.review import ReviewSampling
 from domaintune.serve import ServeSettings, create_app
 from domaintune.serve_models import ModelPool
 
@@ -19,34 +21,40 @@ def test_real_model_serve_vote_export_dpo(tmp_path):
     common = [
         f"data.output_dir={tmp_path / 'prepared'}", f"evaluate.base_output_dir={tmp_path / 'base'}",
         "data.val_fraction=0",  # no validation pass after training: it would cost minutes here
+        "data.review_fraction=0.05",  # the review page's prompts, held out from test
         "train.batch_size=2", "train.max_length=128", "train.max_train_rows=4", "train.max_steps=1",
         "evaluate.max_examples=2", "evaluate.max_length=96", "evaluate.batch_size=2",
     ]
     cfg = load_config(None, common + [f"train.output_dir={tmp_path / 'runs' / 'lora'}"])
-    run_prepare(cfg)
+    prepared = run_prepare(cfg)
     lora = run_train(cfg)
+    review_ids = {r["id"] for r in read_split(prepared, "review")}
 
     pool = ModelPool([str(lora)], include_base=True, cfg=cfg)
-    client = TestClient(create_app(pool, ServeSettings(db_path=tmp_path / "runs" / "feedback.sqlite", seed=1)))
+    client = TestClient(create_app(pool, ServeSettings(db_path=tmp_path / "runs" / "feedback.sqlite", seed=1,
+                                                       review_sampling=ReviewSampling(max_tokens=6))))
+    client.get("/review")  # the reviewer cookie, as a browser gets it
     chat = client.post("/v1/chat/completions", json={
         "model": "lora", "messages": [{"role": "user", "content": "Is ibuprofen an anti-inflammatory drug?"}],
         "max_tokens": 12, "temperature": 0}).json()
     assert chat["choices"][0]["message"]["content"].strip() and chat["usage"]["completion_tokens"] <= 12
 
     for i in range(3):
-        view = client.post("/review/api/comparisons", json={"max_tokens": 6, "temperature": 1.0}).json()
-        assert view["source"] == "test" and "models" not in view
+        view = client.post("/review/api/comparisons", json={}).json()
+        assert view["source"] == "review" and "models" not in view
+        assert client.app.state.store.get_comparison(view["id"]).source_id in review_ids
         if view["answers"]["A"] != view["answers"]["B"]:
             vote = {"comparison_id": view["id"], "choice": "AB"[i % 2], "ratings": {"A": {"quality": 4}}}
             assert client.post("/review/api/votes", json=vote).status_code == 200
     card = run_feedback_export(tmp_path / "runs" / "feedback.sqlite", tmp_path / "feedback")
-    assert card["preference_pairs"] >= 1
+    assert card["preference_pairs"] >= 1 and card["votes_by_source_split"] == {"review": card["votes"]}
 
     dpo_cfg = load_config(None, common + [
         "train.method=dpo", f"train.dpo.data={tmp_path / 'feedback' / 'preference.jsonl'}",
         f"train.output_dir={tmp_path / 'runs' / 'dpo'}"])
     dpo = run_train(dpo_cfg)
-    assert json.loads((dpo / "run_card.json").read_text())["method"] == "dpo"
+    dpo_card = json.loads((dpo / "run_card.json").read_text())
+    assert dpo_card["method"] == "dpo" and dpo_card["test_leaks_dropped"] == {"test_split": 0, "exact": 0, "near": 0}
     tuned = run_evaluate(dpo_cfg, str(dpo))
     assert 1 < tuned["perplexity"] < 1000
     report = run_compare([dpo], tmp_path / "cmp", ["dpo"]).with_name("report.md").read_text()

@@ -86,6 +86,36 @@ def test_near_leaks_are_reported_and_removed_from_train():
     assert views["train"].arrays["bands"].shape[0] == 1
 
 
+def test_review_split_is_cut_on_request_without_moving_val_or_test():
+    rows = [{"id": str(i), "text": f"t{i}", "label": "ab"[i % 2]} for i in range(200)]
+    plain = split_rows(rows, 0.1, 0.2, seed=3, data_format="classification")
+    cut = split_rows(rows, 0.1, 0.2, seed=3, data_format="classification", review_fraction=0.1)
+    assert "review" not in plain and {k: len(v) for k, v in cut.items()} == {
+        "train": 120, "val": 20, "test": 40, "review": 20}
+    ids = {name: {r["id"] for r in members} for name, members in cut.items()}
+    assert sum(map(len, ids.values())) == len(set().union(*ids.values())) == 200
+    for name in ("val", "test"):
+        assert ids[name] == {r["id"] for r in plain[name]}, f"asking for a review split must not move {name}"
+    grouped = [{**r, "group": f"drug{i % 20}"} for i, r in enumerate(rows)]
+    by_group = split_rows(grouped, 0.1, 0.2, seed=3, data_format="classification", by_group=True, review_fraction=0.1)
+    assert set(by_group) == {"train", "val", "test", "review"} and all(by_group.values())
+    assert all(len(h) == 1 for h in _homes(by_group).values())
+    with pytest.raises(DomaintuneError, match=r"val_fraction \+ data.test_fraction \+ data.review_fraction"):
+        split_rows(rows, 0.4, 0.4, seed=3, data_format="classification", review_fraction=0.2)
+
+
+def test_review_rows_are_held_out_from_test_and_val_and_train_from_review():
+    splits = {
+        "train": keyed([{"text": "train only"}, {"text": "Review text"}]),
+        "val": keyed([{"text": "val text"}]),
+        "test": keyed([{"text": "test text"}]),
+        "review": keyed([{"text": "TEST text"}, {"text": "val  text"}, {"text": "review text"}]),
+    }
+    assert remove_leaks(splits)["exact"] == {"val": 0, "review": 2, "train": 1}
+    texts = {name: [rows.text(i) for i in range(len(rows))] for name, rows in splits.items()}
+    assert texts["review"] == ["review text"] and texts["train"] == ["train only"]
+
+
 def _texts_and_ids(rows):
     return [(r["id"], r["text"]) for batch in rows.batches() for r in batch]
 

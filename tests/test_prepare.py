@@ -6,7 +6,7 @@ from conftest import make_reviews, write_csv
 from domaintune.config import load_config
 from domaintune.errors import DomaintuneError
 from domaintune.prep.dedup import keyed
-from domaintune.prepare import read_split, remove_leaks, run_prepare, split_rows
+from domaintune.prepare import read_data_card, read_split, remove_leaks, run_prepare, split_rows
 
 
 def _cfg(tmp_path, source, *extra):
@@ -56,6 +56,19 @@ def test_leaked_rows_are_removed_from_train():
     }
     assert remove_leaks(splits) == {"exact": {"val": 0, "train": 1}, "near": {"val": 0, "train": 0}}
     assert [r["text"] for b in splits["train"].batches() for r in b] == ["unique"]
+
+
+def test_review_split_is_written_on_request(tmp_path):
+    csv = write_csv(tmp_path / "r.csv", make_reviews(60))
+    plain = run_prepare(_cfg(tmp_path, csv))
+    assert not (plain / "review.jsonl").exists(), "no review split unless asked for"
+    out = run_prepare(load_config(None, [f"data.source={csv}", f"data.output_dir={tmp_path / 'cut'}",
+                                         "data.review_fraction=0.1"]))
+    ids = {name: {r["id"] for r in read_split(out, name)} for name in ("train", "val", "test", "review")}
+    assert ids["review"] and sum(map(len, ids.values())) == len(set().union(*ids.values()))
+    card = read_data_card(out)
+    assert card["rows"]["review"] == len(ids["review"]) and card["leaked_rows_removed"]["review"] == 0
+    assert "| review |" in (out / "data_card.md").read_text()
 
 
 def test_test_file_is_kept_and_train_is_split(tmp_path):

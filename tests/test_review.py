@@ -1,4 +1,5 @@
-"""The review API: blind comparisons, votes in SQLite, win rates with Wilson intervals, and the export."""
+"""The review API: blind comparisons, votes in SQLite, win rates with Wilson intervals, and the export.
+Reviewer tokens and one ballot per reviewer, prompt and pair: test_review_ballots.py."""
 
 import json
 import sqlite3
@@ -9,16 +10,28 @@ from fastapi.testclient import TestClient
 from domaintune.errors import DomaintuneError
 from domaintune.feedback_export import run_feedback_export
 from domaintune.feedback_store import FeedbackStore
+from domaintune.prepare import read_split
+from domaintune.review import ReviewSampling
 from domaintune.serve import ServeSettings, create_app
+
+SHORT = ReviewSampling(max_tokens=6)  # the server's sampling for every comparison; short answers keep tests fast
+
+
+def reviewing_client(app) -> TestClient:
+    """A client holding the reviewer cookie that opening /review gives a browser."""
+    client = TestClient(app)
+    assert client.get("/review").status_code == 200
+    return client
 
 
 @pytest.fixture
 def client(served_pool, tmp_path):
-    return TestClient(create_app(served_pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", seed=3)))
+    return reviewing_client(create_app(served_pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", seed=3,
+                                                                  review_sampling=SHORT)))
 
 
 def _new(client, **body):
-    response = client.post("/review/api/comparisons", json={"max_tokens": 6, **body})
+    response = client.post("/review/api/comparisons", json=body)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -41,9 +54,15 @@ def test_comparison_is_blind_and_its_order_is_recorded(client):
     assert seen == {"alpha", "base"}, "the left side must be drawn at random"
 
 
-def test_prompts_come_from_the_test_split_or_are_typed(client, served_runs):
-    drawn = _new(client)
-    assert drawn["source"] == "test" and drawn["prompt"].startswith("Classify the sentiment.\n\n")
+def test_prompts_come_from_the_val_split_never_test_or_are_typed(client, served_pool):
+    prepared = served_pool.get("alpha").prepared_dir
+    val, test = ({str(r["id"]): r["text"] for r in read_split(prepared, name)} for name in ("val", "test"))
+    for _ in range(4):
+        drawn = _new(client)
+        source_id = _rows(client, "SELECT source_id FROM comparisons WHERE id = ?", drawn["id"])[0][0]
+        assert drawn["source"] == "val" and source_id in val and source_id not in test
+        assert drawn["prompt"] == f"Classify the sentiment.\n\n{val[source_id]}"
+    assert client.get("/review/api/models").json()["prompt_split"] == "val"
     typed = _new(client, prompt="  Is ibuprofen safe with coffee?  ")
     assert typed["source"] == "typed" and typed["prompt"] == "Is ibuprofen safe with coffee?"
     assert _rows(client, "SELECT source_id FROM comparisons WHERE id = ?", typed["id"])[0][0] is None
@@ -80,7 +99,6 @@ def test_comparison_requests_are_checked(client):
     post = lambda body: client.post("/review/api/comparisons", json=body)  # noqa: E731
     assert post({"models": ["alpha", "alpha"]}).status_code == 400
     assert post({"models": ["alpha", "ghost"]}).status_code == 404
-    assert post({"max_tokens": 100_000}).status_code == 400
     assert post({"prompt": "x", "path": "/etc/passwd"}).status_code == 400, "unknown fields are refused"
 
 
@@ -95,12 +113,12 @@ def test_database_is_in_wal_mode(client):
     assert _rows(client, "PRAGMA journal_mode")[0][0] == "wal"
 
 
-def _store_with_votes(path, votes):
+def _store_with_votes(path, votes, reviewer="ann"):
     store = FeedbackStore(path)
     for i, (left, right, choice, ratings) in enumerate(votes):
         c = store.add_comparison(f"prompt {i}", "typed", None, left, right, f"{left} says {i}", f"{right} says {i}",
-                                 {})
-        store.add_vote(c.id, choice, ratings, None)
+                                 {}, reviewer=reviewer)
+        store.add_vote(c.id, choice, ratings, None, reviewer=reviewer)
     return store
 
 
@@ -139,15 +157,17 @@ def test_export_writes_preference_and_sft_data(tmp_path):
     ])
     card = run_feedback_export(store.path, tmp_path / "out")
     pref = [json.loads(line) for line in (tmp_path / "out" / "preference.jsonl").read_text().splitlines()]
+    where = {"source_split": "typed", "source_id": None, "reviewers": ["ann"]}
     assert pref == [
         {"prompt": "prompt 0", "chosen": "base says 0", "rejected": "alpha says 0", "chosen_model": "base",
-         "rejected_model": "alpha", "comparison_id": pref[0]["comparison_id"]},
+         "rejected_model": "alpha", "comparison_id": pref[0]["comparison_id"], **where},
         {"prompt": "prompt 1", "chosen": "beta says 1", "rejected": "alpha says 1", "chosen_model": "beta",
-         "rejected_model": "alpha", "comparison_id": pref[1]["comparison_id"]},
+         "rejected_model": "alpha", "comparison_id": pref[1]["comparison_id"], **where},
     ]
     sft = [json.loads(line) for line in (tmp_path / "out" / "sft.jsonl").read_text().splitlines()]
     assert [(r["prompt"], r["completion"]) for r in sft] == [
         ("prompt 0", "alpha says 0"), ("prompt 0", "base says 0"), ("prompt 2", "alpha says 2")]
+    assert all((r["source_split"], r["source_id"], r["reviewer"]) == ("typed", None, "ann") for r in sft)
     assert card["votes"] == 3 and card["ties"] == 1 and card["preference_pairs"] == 2 and card["sft_rows"] == 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         ".domaintune-output.json", "export_card.json", "preference.jsonl", "sft.jsonl"]
@@ -174,16 +194,14 @@ def test_random_pair_when_models_unset(client):
     assert all(a != b for a, b in picked) and len(picked) >= 2
 
 
-def test_long_test_documents_are_cut_to_the_prompt_limit(served_pool, tmp_path):
-    from domaintune.prepare import read_split
-
+def test_long_review_documents_are_cut_to_the_prompt_limit(served_pool, tmp_path):
     limit = 45
-    client = TestClient(create_app(served_pool, ServeSettings(db_path=tmp_path / "f.sqlite", max_prompt_tokens=limit,
-                                                              seed=1)))
+    client = reviewing_client(create_app(served_pool, ServeSettings(
+        db_path=tmp_path / "f.sqlite", max_prompt_tokens=limit, seed=1, review_sampling=SHORT)))
     tokenizer = served_pool.get("alpha").tokenizer
     count = lambda text: len(tokenizer(text)["input_ids"])  # noqa: E731
     budget = limit - count("Classify the sentiment.") - 32
-    originals = {str(r["id"]): r["text"] for r in read_split(served_pool.get("alpha").prepared_dir, "test")}
+    originals = {str(r["id"]): r["text"] for r in read_split(served_pool.get("alpha").prepared_dir, "val")}
     cut = 0
     for _ in range(5):
         view = _new(client, models=["alpha", "beta"])

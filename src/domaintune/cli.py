@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--max-prompt-tokens", type=int, default=2048)
             p.add_argument("--max-waiting", type=int, default=32, help="queued generations before 429")
             p.add_argument("--max-body-bytes", type=int, default=256 * 1024)
+            p.add_argument("--reviewers", help="file of 'NAME TOKEN' lines: only these may review "
+                           "(default: each browser gets a token in a cookie)")
+            p.add_argument("--review-max-tokens", type=int, default=128,
+                           help="answer length of every review comparison (sampling is the server's)")
         if verb == "feedback":
             p.add_argument("--db", default="runs/feedback.sqlite", help="votes database written by serve")
             p.add_argument("--out", default="feedback", help="folder for preference.jsonl and sft.jsonl")
@@ -134,8 +138,11 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
         if targets != ["export"] or overrides:
             raise DomaintuneError("usage: domaintune feedback export [--db DB] [--out FOLDER]")
         summary = api.run_feedback_export(ns.db, ns.out, overwrite=ns.overwrite)
-        print(f"feedback written to {ns.out}: {summary['preference_pairs']} preference pairs, "
-              f"{summary['sft_rows']} SFT rows")
+        print(f"feedback written to {ns.out}: {summary['preference_pairs']} preference pairs "
+              f"({summary['duplicate_pairs_merged']} duplicates merged), {summary['sft_rows']} SFT rows, "
+              f"from {summary['votes']} votes of {len(summary['reviewers'])} reviewers")
+        for name, counts in list(summary["reviewers"].items())[:10]:  # most votes first; all in export_card.json
+            print(f"  {name}: {counts['votes']} votes, {counts['decisive']} decisive")
         return 0
     if ns.verb == "sweep":
         if len(targets) > 1 or (targets and ns.config):
@@ -169,8 +176,11 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
             shown = {k: metrics[k] for k in ("perplexity", "accuracy", "macro_f1") if k in metrics}
             print(f"{target}: {shown}")
     elif ns.verb == "serve":
+        from .review import ReviewSampling
+
         settings = api.ServeSettings(ns.host, ns.port, ns.api_key, ns.db, ns.max_body_bytes, ns.max_prompt_tokens,
-                                     ns.max_tokens, ns.max_waiting)
+                                     ns.max_tokens, ns.max_waiting, reviewers_file=ns.reviewers,
+                                     review_sampling=ReviewSampling(max_tokens=ns.review_max_tokens))
         api.run_serve(cfg, targets, ns.base, settings)
     elif ns.verb == "generate":
         if len(targets) > 1:

@@ -166,6 +166,10 @@ class DataConfig(_Section):
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Share of rows for test when no test file is given."
     )
+    review_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of rows cut as a `review` split, the prompts of `serve`'s "
+        "review page (held out from test and val); 0: the page draws from val.",
+    )
     min_chars: int = Field(1, ge=1, description="Rows whose cleaned text is shorter are dropped.")
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Text cleaning.")
     filters: FilterConfig = Field(default_factory=FilterConfig, description="Noise filters.")

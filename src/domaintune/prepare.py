@@ -4,6 +4,7 @@ Output folder layout (the contract with the train stage):
     train.jsonl, val.jsonl, test.jsonl   one row per line: {"id", "text", "label", ...}; instruction
                                           and chat rows add "messages" [{role, content}], augmented
                                           training rows add "augmented": true (see prep/formats.py)
+    review.jsonl                          only with data.review_fraction: the review page's prompts
     data_card.json, data_card.md          rows in/out per step and rule, malformed rows with their
                                           place, leakage, label distribution, token lengths, fingerprints
     token_lengths.png                     token-length histogram per split (chosen model's tokenizer)
@@ -121,7 +122,7 @@ def _read(tables: list[tuple[Table, float]], data: DataConfig, bad: BadRows, log
 def _split(pool: Rows, data: DataConfig, seed: int, test_fraction: float) -> dict[str, Rows]:
     labels = pool.codes("label") if data.format == "classification" else None
     groups = pool.codes("group") if data.group_column else None
-    indices = split_indices(len(pool), data.val_fraction, test_fraction, seed, labels, groups)
+    indices = split_indices(len(pool), data.val_fraction, test_fraction, seed, labels, groups, data.review_fraction)
     return {name: pool.select(members) for name, members in indices.items()}
 
 
@@ -173,8 +174,8 @@ def _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentat
         "dedup": {"exact": _removed(log, "exact_dedup"), "near": _removed(log, "near_dedup"),
                   "threshold": data.dedup.threshold, "shingle": data.dedup.shingle},
         "leakage": {**leaks, "removed": data.remove_leaks},
-        "leaked_rows_removed": {n: leaks["exact"][n] + leaks["near"][n] for n in ("val", "train")}
-        if data.remove_leaks else {"val": 0, "train": 0},
+        "leaked_rows_removed": {n: leaks["exact"][n] + leaks["near"][n] if data.remove_leaks else 0
+                                for n in leaks["exact"]},
         "rows": {name: len(rows) for name, rows in splits.items()},
         "augmented_rows": augmentation["added"] if augmentation else 0,
         "augmentation": augmentation,

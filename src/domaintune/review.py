@@ -1,38 +1,48 @@
 """The review page's API: blind A/B comparisons of two served models, votes, and win rates.
 
 The browser never learns which model wrote which answer until its vote is stored; the server draws the
-left/right order and records it with the comparison. Prompts come from the served runs' prepared test
-split (rendered with the run's own instruction, as in training) or are typed by the reviewer.
+left/right order and records it with the comparison. Prompts come from the served runs' prepared review
+split, else val, never test (review_prompts.py), or are typed by the reviewer. Sampling is the server's
+(`ReviewSampling`), every ballot carries a reviewer token (reviewers.py), and a reviewer votes once per
+prompt and model pair.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import DomaintuneError
-from .feedback_store import AlreadyVoted, Comparison, FeedbackStore, UnknownComparison
-from .prepare import read_split
-from .render import truncate_tokens
+from .feedback_store import AlreadyVoted, Comparison, FeedbackStore, NotYourComparison, UnknownComparison
+from .review_prompts import ReviewPrompts
+from .reviewers import Reviewers
 from .serve_guard import ApiError, GenerationGate
-from .serve_models import GenParams, ModelPool, ServedModel
+from .serve_models import GenParams, ModelPool
 from .serve_openai import Limits, check_prompt
 
 WEB = Path(__file__).parent / "web"
 
 
+@dataclass
+class ReviewSampling:
+    """How both answers of every comparison are sampled: fixed by the server, not the client. A client
+    that chose greedy decoding and one token would get the same two answers for a prompt every time,
+    know after one vote which side is which, and could vote for one model at will."""
+
+    max_tokens: int = 128  # capped at the server's --max-tokens
+    temperature: float = 0.7
+    top_p: float = 0.95
+
+
 class ComparisonRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prompt: str | None = Field(None, description="typed prompt; empty: draw one from the test split")
+    model_config = ConfigDict(extra="forbid")  # sampling fields are refused: the server fixes them
+    prompt: str | None = Field(None, description="typed prompt; empty: draw one from the review/val split")
     models: list[str] | None = Field(None, min_length=2, max_length=2, description="the two models; unset: random")
-    max_tokens: int = Field(128, ge=1)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
 
 
 class Rating(BaseModel):
@@ -49,44 +59,6 @@ class VoteRequest(BaseModel):
     comment: str | None = Field(None, max_length=4000)
 
 
-class TestPrompts:
-    """The prepared test split of the first served model that has one, read once."""
-
-    TEMPLATE_ALLOWANCE = 32  # tokens for the chat template and a system message around the user turn
-
-    def __init__(self, pool: ModelPool, max_prompt_tokens: int):
-        self.pool, self.max_prompt_tokens = pool, max_prompt_tokens
-        self._rows: list[dict] = []
-        self._served: ServedModel | None = None
-        self._read = False
-
-    def count(self) -> int:
-        self._load()
-        return len(self._rows)
-
-    def draw(self, rng: random.Random) -> tuple[str, str]:
-        """(row id, user turn): the run's instruction and the document, cut to fit the prompt limit."""
-        self._load()
-        row = rng.choice(self._rows)
-        instruction = self._served.prompt.instruction
-        tokenizer = self._served.tokenizer
-        budget = self.max_prompt_tokens - len(tokenizer(instruction)["input_ids"]) - self.TEMPLATE_ALLOWANCE
-        # The same user turn as training and evaluation build (render._messages).
-        return str(row["id"]), f"{instruction}\n\n{truncate_tokens(tokenizer, row['text'], max(budget, 1))}"
-
-    def _load(self) -> None:
-        if self._read:
-            return
-        self._read = True
-        for served in self.pool.models.values():
-            try:
-                self._rows = read_split(served.prepared_dir, "test")
-            except DomaintuneError:
-                continue
-            self._served = served
-            break
-
-
 def blind_view(comparison: Comparison) -> dict:
     view = {"id": comparison.id, "prompt": comparison.prompt, "source": comparison.source,
             "answers": {"A": comparison.left_answer, "B": comparison.right_answer}, "voted": comparison.voted}
@@ -96,18 +68,24 @@ def blind_view(comparison: Comparison) -> dict:
 
 
 def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, limits: Limits,
-                  rng: random.Random | None = None) -> APIRouter:
+                  rng: random.Random | None = None, reviewers: Reviewers | None = None,
+                  sampling: ReviewSampling | None = None) -> APIRouter:
     router = APIRouter()
     rng = rng or random.SystemRandom()
-    prompts = TestPrompts(pool, limits.max_prompt_tokens)
+    reviewers = reviewers or Reviewers()
+    sampling = sampling or ReviewSampling()
+    sampling = replace(sampling, max_tokens=min(sampling.max_tokens, limits.max_tokens))
+    prompts = ReviewPrompts(pool, limits.max_prompt_tokens)
 
     @router.get("/", include_in_schema=False)
     def root():
         return RedirectResponse("/review")
 
     @router.get("/review", include_in_schema=False)
-    def review_page():
-        return FileResponse(WEB / "review.html", media_type="text/html")
+    def review_page(request: Request):
+        response = FileResponse(WEB / "review.html", media_type="text/html")
+        reviewers.issue(request, response)
+        return response
 
     @router.get("/assets/common.js", include_in_schema=False)
     def common_js():
@@ -119,21 +97,30 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
 
     @router.get("/review/api/models")
     def models() -> dict:
-        return {"models": list(pool.models), "test_prompts": prompts.count()}
+        return {"models": list(pool.models), "review_prompts": prompts.count(), "prompt_split": prompts.split,
+                "sampling": asdict(sampling), "reviewer_list": reviewers.listed is not None}
 
     @router.post("/review/api/comparisons")
-    async def new_comparison(req: ComparisonRequest) -> dict:
+    async def new_comparison(req: ComparisonRequest, request: Request) -> dict:
+        reviewer = reviewers.identify(request)
         names = _pick_models(req.models, list(pool.models), rng)
-        if req.max_tokens > limits.max_tokens:
-            raise ApiError(400, f"max_tokens {req.max_tokens} is over this server's limit of {limits.max_tokens}")
         if req.prompt and req.prompt.strip():
             source, source_id, prompt = "typed", None, req.prompt.strip()
+            if await anyio.to_thread.run_sync(store.has_voted, reviewer, prompt, names):
+                raise ApiError(409, f"you have voted on this prompt for {names[0]} and {names[1]} already",
+                               code="already_voted")
         else:
             if not prompts.count():
-                raise ApiError(400, "no prepared test split next to the served runs: type a prompt")
-            source = "test"
-            source_id, prompt = prompts.draw(rng)
-        params = GenParams(req.max_tokens, req.temperature, req.top_p)
+                raise ApiError(400, "no review prompts: the served runs' prepared data has no review split and "
+                               "an empty val split (set data.review_fraction or data.val_fraction); type a prompt")
+            voted = await anyio.to_thread.run_sync(store.voted_sources, reviewer, names, prompts.split)
+            drawn = prompts.draw(rng, voted)
+            if drawn is None:
+                raise ApiError(409, f"you have voted on every {prompts.split} prompt for {names[0]} and "
+                               f"{names[1]}; type a prompt or pick another pair", code="no_prompts_left")
+            source = prompts.split
+            source_id, prompt = drawn
+        params = GenParams(sampling.max_tokens, sampling.temperature, sampling.top_p)
         system = pool.get(names[0]).prompt.system
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         ids = {name: check_prompt(pool.chat_ids(name, messages), limits) for name in names}
@@ -145,8 +132,7 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
         left, right = names if rng.random() < 0.5 else names[::-1]
         comparison = await anyio.to_thread.run_sync(
             lambda: store.add_comparison(prompt, source, source_id, left, right, answers[left], answers[right],
-                                         {"max_tokens": req.max_tokens, "temperature": req.temperature,
-                                          "top_p": req.top_p}))
+                                         asdict(sampling), reviewer=reviewer))
         return blind_view(comparison)
 
     @router.get("/review/api/comparisons/{comparison_id}")
@@ -157,7 +143,8 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
             raise ApiError(404, f"unknown comparison '{comparison_id}'", code="unknown_comparison") from None
 
     @router.post("/review/api/votes")
-    def vote(req: VoteRequest) -> dict:
+    def vote(req: VoteRequest, request: Request) -> dict:
+        reviewer = reviewers.identify(request)
         if set(req.ratings) - {"A", "B"}:
             raise ApiError(400, "ratings are keyed by 'A' and 'B'")
         ratings = {}
@@ -165,11 +152,14 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
             rating = req.ratings.get(side) or Rating()
             ratings[f"{column}_quality"], ratings[f"{column}_domain_fit"] = rating.quality, rating.domain_fit
         try:
-            vote_id = store.add_vote(req.comparison_id, req.choice, ratings, req.comment)
+            vote_id = store.add_vote(req.comparison_id, req.choice, ratings, req.comment, reviewer=reviewer)
         except UnknownComparison:
             raise ApiError(404, f"unknown comparison '{req.comparison_id}'", code="unknown_comparison") from None
+        except NotYourComparison:
+            raise ApiError(403, "this comparison was made for another reviewer", code="not_your_comparison") from None
         except AlreadyVoted:
-            raise ApiError(409, "this comparison already has a vote", code="already_voted") from None
+            raise ApiError(409, "already voted: this comparison, or this prompt and model pair by you",
+                           code="already_voted") from None
         comparison = store.get_comparison(req.comparison_id)
         return {"vote_id": vote_id, "models": {"A": comparison.left_model, "B": comparison.right_model}}
 

@@ -4,14 +4,15 @@
     run_serve(cfg, runs, ...)    loads the models once and runs uvicorn
 
 The server binds 127.0.0.1 unless told otherwise, and refuses a non-loopback bind without an API key.
-No endpoint takes a file path: the models, the test split and the database are fixed at start-up.
+No endpoint takes a file path: the models, the review prompts, the reviewer list and the database are
+fixed at start-up.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -21,7 +22,8 @@ from fastapi.responses import JSONResponse
 from .config import Config
 from .errors import DomaintuneError
 from .feedback_store import FeedbackStore, default_db_path
-from .review import review_router
+from .review import ReviewSampling, review_router
+from .reviewers import Reviewers
 from .serve_guard import ApiError, GenerationGate, GuardMiddleware, check_bind
 from .serve_models import ModelPool
 from .serve_openai import Limits, openai_router
@@ -40,6 +42,8 @@ class ServeSettings:
     max_tokens: int = 512
     max_waiting: int = 32  # requests that may queue for the model; more get 429
     seed: int | None = None  # fixes the review page's draws (tests); unset: system randomness
+    reviewers_file: str | Path | None = None  # 'NAME TOKEN' lines; unset: a cookie token per browser
+    review_sampling: ReviewSampling = field(default_factory=ReviewSampling)  # the same for every comparison
 
 
 def create_app(pool: ModelPool, settings: ServeSettings, runs: list[str | Path] | None = None) -> FastAPI:
@@ -70,7 +74,8 @@ def create_app(pool: ModelPool, settings: ServeSettings, runs: list[str | Path] 
         return {"status": "ok", "models": list(pool.models)}
 
     app.include_router(openai_router(pool, gate, limits))
-    app.include_router(review_router(pool, gate, store, limits, rng))
+    reviewers = Reviewers.from_file(settings.reviewers_file) if settings.reviewers_file else Reviewers()
+    app.include_router(review_router(pool, gate, store, limits, rng, reviewers, settings.review_sampling))
     app.add_middleware(GuardMiddleware, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     return app
 

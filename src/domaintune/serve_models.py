@@ -48,7 +48,7 @@ class ServedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     adapter: str | None  # adapter name on the shared base; None: the base itself or a full model
-    prompt: PromptConfig  # the run's own prompt rendering, for review prompts drawn from its test split
+    prompt: PromptConfig  # the run's own prompt rendering, for review prompts drawn from its review/val split
     prepared_dir: str
 
 

@@ -1,6 +1,9 @@
 """`train.method: dpo`: a LoRA adapter trained with TRL's DPOTrainer on reviewers' preferences.
 
-Input: `train.dpo.data`, the preference.jsonl that `domaintune feedback export` writes. Each pair is
+Input: `train.dpo.data`, the preference.jsonl that `domaintune feedback export` writes. Repeated
+(prompt, chosen, rejected) triples are read once, and pairs whose prompt is a test row (drawn from the
+test split, or repeating a row of `data.output_dir`'s test split exactly or nearly) are dropped and
+counted in the run card, so the next evaluation is not trained on. Each pair is
 turned into TRL's conversational form (the user turn as the review page showed it, the two answers as
 assistant turns), so the chat template renders it exactly as `serve` and `evaluate` do. The reference
 model is the base with the adapter switched off, which TRL does itself when handed a `peft_config`.
@@ -23,7 +26,8 @@ from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
 from .config import Config, TrainConfig, save_config
-from .errors import DomaintuneError
+from .errors import DomaintuneError, warn
+from .feedback_leaks import drop_test_leaks
 from .io import atomic_write_json, atomic_write_text
 from .methods import DEFAULT_LR, lora_config
 from .models import load_base
@@ -33,15 +37,17 @@ from .render import truncate_tokens
 from .runtime import PeakRss, configure_threads, git_commit, hardware, library_versions, resolve_precision
 from .train import count_parameters, folder_bytes
 
-TEMPLATE_ALLOWANCE = 16  # tokens the chat template adds around the turns (role headers, end-of-turn)
+END_OF_TURN_ALLOWANCE = 4  # tokens the chat template closes an answer with (e.g. "<|im_end|>\n")
 
 
-def read_preferences(path: str | Path) -> list[dict]:
-    """Rows with non-empty string `prompt`, `chosen`, `rejected`; pairs with equal answers carry no signal."""
+def read_preferences(path: str | Path) -> tuple[list[dict], int]:
+    """Rows with non-empty string `prompt`, `chosen`, `rejected` (and `source_split` when given), each
+    triple once, and how many repeats were dropped; pairs with equal answers carry no signal."""
     path = Path(path)
     if not path.is_file():
         raise DomaintuneError(f"train.dpo.data: {path} not found (write it with `domaintune feedback export`)")
-    rows = []
+    rows: dict[tuple[str, str, str], dict] = {}
+    repeats = 0
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -53,11 +59,41 @@ def read_preferences(path: str | Path) -> list[dict]:
             for key in ("prompt", "chosen", "rejected"):
                 if not isinstance(row.get(key), str) or not row[key].strip():
                     raise DomaintuneError(f"{path}:{number}: '{key}' must be a non-empty string")
-            if row["chosen"] != row["rejected"]:
-                rows.append({k: row[k] for k in ("prompt", "chosen", "rejected")})
+            triple = (row["prompt"], row["chosen"], row["rejected"])
+            if row["chosen"] == row["rejected"]:
+                continue
+            if triple in rows:  # one ballot cast twice must not weigh twice
+                repeats += 1
+                continue
+            rows[triple] = {"prompt": triple[0], "chosen": triple[1], "rejected": triple[2],
+                            "source_split": row.get("source_split")}
     if not rows:
         raise DomaintuneError(f"{path}: no preference pairs with two different answers; collect votes first")
-    return rows
+    return list(rows.values()), repeats
+
+
+def training_pairs(cfg: Config) -> tuple[list[dict], dict]:
+    """The pairs DPO trains on, and what was dropped on the way (repeats, test leaks)."""
+    data_path = Path(cfg.train.dpo.data)
+    rows, repeats = read_preferences(data_path)
+    rows, leaks = drop_test_leaks(rows, cfg.data.output_dir, cfg.prompt.instruction, cfg.data.dedup)
+    leaked = sum(leaks.values())
+    if leaked:
+        warn(f"train.dpo.data: dropped {leaked} preference pairs whose prompt is a test row of "
+             f"{cfg.data.output_dir} (from the test split {leaks['test_split']}, exact {leaks['exact']}, "
+             f"near {leaks['near']})")
+    if not rows:
+        raise DomaintuneError(f"{data_path}: every preference pair's prompt is a test row of {cfg.data.output_dir}; "
+                              "collect votes on review or val prompts")
+    return rows[: cfg.train.max_train_rows], {"duplicate_pairs_dropped": repeats, "test_leaks_dropped": leaks}
+
+
+def template_tokens(tokenizer: PreTrainedTokenizerBase, head: list[dict]) -> int:
+    """Tokens the chat template puts around an empty user turn, a default system prompt included
+    (SmolLM2's adds 30): measured, because TRL drops every pair whose rendered prompt fills max_length."""
+    text = tokenizer.apply_chat_template(head + [{"role": "user", "content": ""}], tokenize=False,
+                                         add_generation_prompt=True)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def conversational(rows: list[dict], tokenizer: PreTrainedTokenizerBase, system: str | None,
@@ -65,9 +101,10 @@ def conversational(rows: list[dict], tokenizer: PreTrainedTokenizerBase, system:
     """TRL's conversational preference format, with each prompt cut so that both answers still fit."""
     head = [{"role": "system", "content": system}] if system else []
     items = []
+    around = template_tokens(tokenizer, head) + END_OF_TURN_ALLOWANCE
     for row in rows:
         longest = max(len(tokenizer(row[k], add_special_tokens=False)["input_ids"]) for k in ("chosen", "rejected"))
-        budget = max_length - longest - TEMPLATE_ALLOWANCE * (2 if system else 1)
+        budget = max_length - longest - around
         if budget < 8:
             raise DomaintuneError(
                 f"train.max_length {max_length} leaves no room for a prompt beside an answer of {longest} tokens; "
@@ -117,7 +154,7 @@ def run_train_dpo(cfg: Config, overwrite: bool = False) -> Path:
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
     data_path = Path(t.dpo.data)
-    rows = read_preferences(data_path)[: t.max_train_rows]
+    rows, dropped = training_pairs(cfg)
     model, tokenizer = load_base(cfg.model.name, cfg.model.revision)
     dataset = conversational(rows, tokenizer, cfg.prompt.system, t.max_length)
 
@@ -149,6 +186,7 @@ def run_train_dpo(cfg: Config, overwrite: bool = False) -> Path:
             "data_fingerprint": hashlib.sha256(data_path.read_bytes()).hexdigest()[:16],
             "preference_data": str(data_path.resolve()),
             "preference_pairs": len(rows),
+            **dropped,
             "beta": t.dpo.beta,
             "seed": cfg.seed,
             "precision": precision,

@@ -123,8 +123,11 @@ def render_markdown(card: dict) -> str:
     verb = "removed" if leak["removed"] else "found (kept: data.remove_leaks is false)"
     lines += ["", "## Leakage between splits", "",
               "Rows of train that repeat a val/test row, and rows of val that repeat a test row, "
-              f"{verb}:", "", "| split | exact | near |", "|---|---|---|"]
-    lines += [f"| {name} | {leak['exact'][name]} | {leak['near'][name]} |" for name in ("train", "val")]
+              + ("and rows of review that repeat a val/test row (review rows are also held out from train), "
+                 if "review" in leak["exact"] else "")
+              + f"{verb}:", "", "| split | exact | near |", "|---|---|---|"]
+    lines += [f"| {name} | {leak['exact'][name]} | {leak['near'][name]} |"
+              for name in ("train", "val", "review") if name in leak["exact"]]
     lines += ["", f"Dedup: {card['dedup']['exact']} exact and {card['dedup']['near']} near duplicates removed "
               f"(Jaccard >= {card['dedup']['threshold']}, shingles `{card['dedup']['shingle']}`)."]
     augmentation = card.get("augmentation")

@@ -99,7 +99,7 @@ def add_band_keys(rows: Rows, cfg: DedupConfig, num_proc: int | None) -> Rows:
 
 def keyed(rows: list[dict], cfg: DedupConfig | None = None) -> Rows:
     """Rows held in memory with their exact keys (and band keys with `cfg`), as the pipeline's maps
-    would give them: for tests and notebooks."""
+    would give them: for tests, notebooks and the test-leak check of training on feedback."""
     view = Rows.from_list(rows)
     view = view.with_arrays(key=np.fromiter((exact_key(r["text"]) for r in rows), np.uint64, len(rows)))
     return add_band_keys(view, cfg, None) if cfg is not None else view

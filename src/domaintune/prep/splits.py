@@ -15,49 +15,58 @@ from .dedup import exact_matches, near_matches
 from .store import Rows
 
 SPLITS = ("train", "val", "test")
+# Cut only on request (data.review_fraction): prompts for the review page, whose votes become training
+# data, so it is held out from test and val like val is from test.
+REVIEW = "review"
+HOLD_OUT_ORDER = ("test", "val", REVIEW, "train")  # each split is held out from the ones before it
 Codes = tuple[np.ndarray, list[str]]  # one code per row, and the value each code stands for
 
 
-def _too_few(n: int, name: str, val_fraction: float, test_fraction: float, unit: str = "rows") -> DomaintuneError:
+def _too_few(n: int, name: str, fractions: dict[str, float], unit: str = "rows") -> DomaintuneError:
     return DomaintuneError(
-        f"{n} {unit} are too few for the requested split (train/val/test = "
-        f"{1 - val_fraction - test_fraction:.2f}/{val_fraction:.2f}/{test_fraction:.2f}): "
+        f"{n} {unit} are too few for the requested split ({'/'.join(fractions)} = "
+        f"{'/'.join(f'{f:.2f}' for f in fractions.values())}): "
         f"'{name}' would be empty; add data or raise data.{name}_fraction; see docs/troubleshooting.md#too-few-rows"
     )
 
 
 def split_indices(
     n: int, val_fraction: float, test_fraction: float, seed: int, labels: Codes | None = None,
-    groups: Codes | None = None,
+    groups: Codes | None = None, review_fraction: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Seeded split of rows 0..n-1. With `labels` each label is split in proportion (rare labels reach
     every split); with `groups` whole groups are assigned, so no group straddles two splits, and the
-    label proportions are kept per split as well as whole groups allow."""
-    if val_fraction + test_fraction >= 1.0:
-        raise DomaintuneError(
-            f"data.val_fraction + data.test_fraction must be below 1 (got {val_fraction + test_fraction})"
-        )
+    label proportions are kept per split as well as whole groups allow. A `review` split is cut only
+    when `review_fraction` is above 0; without it the split is exactly what it was before."""
+    if val_fraction + test_fraction + review_fraction >= 1.0:
+        what = "data.val_fraction + data.test_fraction" + (" + data.review_fraction" if review_fraction else "")
+        raise DomaintuneError(f"{what} must be below 1 (got {val_fraction + test_fraction + review_fraction})")
     rng = random.Random(seed)
-    fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    fractions = {"train": 1.0 - val_fraction - test_fraction - review_fraction, "val": val_fraction,
+                 "test": test_fraction}
+    if review_fraction:
+        fractions[REVIEW] = review_fraction
     label_codes = labels[0] if labels is not None else np.zeros(n, np.int64)
     if groups is not None:
         splits = _split_groups(groups, label_codes, fractions, rng)
     else:
-        splits = {name: [] for name in SPLITS}
+        splits = {name: [] for name in fractions}
         names = labels[1] if labels is not None else [""]
         for code in sorted(range(len(names)), key=names.__getitem__):
             members = np.flatnonzero(label_codes == code)
             rng.shuffle(members)
-            n_test = round(len(members) * test_fraction)
-            n_val = round(len(members) * val_fraction)
-            splits["test"].append(members[:n_test])
-            splits["val"].append(members[n_test:n_test + n_val])
-            splits["train"].append(members[n_test + n_val:])
+            start = 0
+            for name in ("test", "val", REVIEW):  # the review cut comes last: the others are as before
+                if name in fractions:
+                    size = round(len(members) * fractions[name])
+                    splits[name].append(members[start:start + size])
+                    start += size
+            splits["train"].append(members[start:])
         splits = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in splits.items()}
-    for name in SPLITS:
+    for name in fractions:
         if (name == "train" or fractions[name] > 0) and not len(splits[name]):
             count, unit = (len(groups[1]), "groups") if groups is not None else (n, "rows")
-            raise _too_few(count, name, val_fraction, test_fraction, unit)
+            raise _too_few(count, name, fractions, unit)
     for members in splits.values():
         rng.shuffle(members)
     return splits
@@ -72,7 +81,7 @@ def _split_groups(groups: Codes, labels: np.ndarray, fractions: dict[str, float]
     empty splits takes the next one, so every split gets a group whenever there are enough.
     """
     codes, names = groups
-    wanted = [s for s in SPLITS if fractions[s] > 0]
+    wanted = [s for s in fractions if fractions[s] > 0]
     per_group = np.zeros((len(names), int(labels.max(initial=0)) + 1))
     np.add.at(per_group, (codes, labels), 1)
     target = np.array([fractions[s] * per_group.sum(axis=0) for s in wanted])
@@ -92,7 +101,7 @@ def _split_groups(groups: Codes, labels: np.ndarray, fractions: dict[str, float]
         have[best] += counts
         empty.discard(best)
     assigned = home[codes]
-    splits = {name: np.zeros(0, np.int64) for name in SPLITS}
+    splits = {name: np.zeros(0, np.int64) for name in fractions}
     for s, name in enumerate(wanted):
         splits[name] = np.flatnonzero(assigned == s)
     return splits
@@ -106,34 +115,41 @@ def _codes(values: list) -> Codes:
 
 def split_rows(
     rows: list[dict], val_fraction: float, test_fraction: float, seed: int, data_format: str,
-    by_group: bool = False,
+    by_group: bool = False, review_fraction: float = 0.0,
 ) -> dict[str, list[dict]]:
     """`split_indices` on rows held in memory (tests, notebooks): labels for classification, and
     `row["group"]` with `by_group`."""
     labels = _codes([r["label"] for r in rows]) if data_format == "classification" else None
     groups = _codes([r["group"] for r in rows]) if by_group else None
-    splits = split_indices(len(rows), val_fraction, test_fraction, seed, labels, groups)
+    splits = split_indices(len(rows), val_fraction, test_fraction, seed, labels, groups, review_fraction)
     return {name: [rows[i] for i in members] for name, members in splits.items()}
 
 
-def remove_leaks(splits: dict[str, Rows], dedup: DedupConfig | None = None, drop: bool = True) -> dict[str, dict]:
-    """Find rows of train (and val) that repeat a row of a later split, exactly or (with `dedup` and
-    band keys) nearly.
+def leaks_into(rows: Rows, held: list[Rows], dedup: DedupConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `rows`: does it repeat a row of `held` exactly, and (else) nearly? Near needs `dedup`
+    and band keys on both sides (`dedup.keyed`, `dedup.add_band_keys`). Prepare's leakage check, also
+    used to keep test rows out of training on reviewers' votes (feedback_leaks.py)."""
+    exact = np.zeros(len(rows), bool)
+    near = np.zeros(len(rows), bool)
+    for other in held:
+        exact |= exact_matches(rows, other)
+        if dedup is not None and "bands" in rows.arrays:
+            near |= near_matches(rows, other, dedup)
+    return exact, near & ~exact
 
-    Test is held out from val and train, val from train. Counts are per split and kind; with `drop` the
-    rows are removed.
+
+def remove_leaks(splits: dict[str, Rows], dedup: DedupConfig | None = None, drop: bool = True) -> dict[str, dict]:
+    """Find rows of train (and val, review) that repeat a row of an earlier split in `HOLD_OUT_ORDER`,
+    exactly or (with `dedup` and band keys) nearly.
+
+    Test is held out from val, review and train, val from review and train, review from train. Counts
+    are per split and kind; with `drop` the rows are removed.
     """
     report = {"exact": {}, "near": {}}
     held: list[Rows] = []
-    for name in ("test", "val", "train"):
+    for name in (n for n in HOLD_OUT_ORDER if n in splits):
         rows = splits[name]
-        exact = np.zeros(len(rows), bool)
-        near = np.zeros(len(rows), bool)
-        for other in held:
-            exact |= exact_matches(rows, other)
-            if dedup is not None and "bands" in rows.arrays:
-                near |= near_matches(rows, other, dedup)
-        near &= ~exact
+        exact, near = leaks_into(rows, held, dedup)
         if name != "test":
             report["exact"][name] = int(exact.sum())
             report["near"][name] = int(near.sum())

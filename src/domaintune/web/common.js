@@ -1,17 +1,26 @@
-// Shared by the review and results pages: JSON calls with the bearer key when the server asks for one.
+// Shared by the review and results pages: JSON calls with the bearer key when the server asks for one,
+// and the reviewer token when the server was given a list of reviewers (otherwise a cookie carries it).
+const ASKED = {
+  invalid_api_key: ["domaintune-key", "This server needs its API key:"],
+  invalid_reviewer_token: ["domaintune-reviewer", "Your reviewer token:"],
+};
+
 async function api(path, options = {}) {
-  for (let attempt = 0; attempt < 2; attempt++) {
+  for (let attempt = 0; attempt < 3; attempt++) {
     const headers = { "content-type": "application/json" };
     const key = localStorage.getItem("domaintune-key");
     if (key) headers["authorization"] = "Bearer " + key;
+    const reviewer = localStorage.getItem("domaintune-reviewer");
+    if (reviewer) headers["x-reviewer-token"] = reviewer;
     const response = await fetch(path, { ...options, headers });
-    if (response.status === 401 && attempt === 0) {
-      const entered = window.prompt("This server needs its API key:");
-      if (!entered) break;
-      localStorage.setItem("domaintune-key", entered);
+    const body = await response.json();
+    const asked = response.status === 401 && body.error ? ASKED[body.error.code] : undefined;
+    if (asked) {
+      const entered = window.prompt(asked[1]);
+      if (!entered) throw new Error("not authorised");
+      localStorage.setItem(asked[0], entered.trim());
       continue;
     }
-    const body = await response.json();
     if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
     return body;
   }
