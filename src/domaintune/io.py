@@ -77,3 +77,7 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def folder_bytes(folder: Path, pattern: str = "*") -> int:
+    return sum(f.stat().st_size for f in Path(folder).glob(pattern) if f.is_file())

@@ -169,3 +169,7 @@ def source_of_converted(folder: Path) -> str | None:
     """The GGUF file a cached folder was converted from, or None for an ordinary HF folder."""
     marker = folder / "domaintune_source.json"
     return read_json(marker)["gguf"] if marker.is_file() else None
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

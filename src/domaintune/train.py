@@ -44,7 +44,7 @@ from .checkpoints import (
 )
 from .config import Config, TrainConfig, save_config
 from .errors import DomaintuneError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, folder_bytes
 from .methods import (
     ADAPTER_METHODS,
     DEFAULT_LR,
@@ -53,7 +53,7 @@ from .methods import (
     recomputes_activations,
     wrap_model,
 )
-from .models import load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
+from .models import count_parameters, load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
 from .monitor import NonFiniteLossGuard, plot_loss_curve, warn_if_loss_stalled
 from .outputs import check_output, config_inputs, replace_output
 from .prepare import read_data_card, read_split
@@ -313,11 +313,3 @@ def training_arguments(
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-
-
-def count_parameters(model: torch.nn.Module, trainable_only: bool) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def folder_bytes(folder: Path, pattern: str = "*") -> int:
-    return sum(f.stat().st_size for f in Path(folder).glob(pattern) if f.is_file())

@@ -28,14 +28,13 @@ from trl import DPOConfig, DPOTrainer
 from .config import Config, TrainConfig, save_config
 from .errors import DomaintuneError, warn
 from .feedback_leaks import drop_test_leaks
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, folder_bytes
 from .methods import DEFAULT_LR, lora_config
-from .models import load_base
+from .models import count_parameters, load_base
 from .outputs import staged_output
 from .progress import ProgressCallback
 from .render import truncate_tokens
 from .runtime import PeakRss, configure_threads, git_commit, hardware, library_versions, resolve_precision
-from .train import count_parameters, folder_bytes
 
 END_OF_TURN_ALLOWANCE = 4  # tokens the chat template closes an answer with (e.g. "<|im_end|>\n")
 
