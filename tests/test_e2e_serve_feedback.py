@@ -5,8 +5,8 @@ serve a LoRA run and the base -> blind comparisons and votes -> export -> DPO ru
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
+from conftest import local_client
 from domaintune import load_config, run_compare, run_evaluate, run_feedback_export, run_prepare, run_train
 from domaintune.serve import ServeSettings, create_app
 from domaintune.serve_models import ModelPool
@@ -26,7 +26,7 @@ def test_real_model_serve_vote_export_dpo(tmp_path):
     lora = run_train(cfg)
 
     pool = ModelPool([str(lora)], include_base=True, cfg=cfg)
-    client = TestClient(create_app(pool, ServeSettings(db_path=tmp_path / "runs" / "feedback.sqlite", seed=1)))
+    client = local_client(create_app(pool, ServeSettings(db_path=tmp_path / "runs" / "feedback.sqlite", seed=1)))
     chat = client.post("/v1/chat/completions", json={
         "model": "lora", "messages": [{"role": "user", "content": "Is ibuprofen an anti-inflammatory drug?"}],
         "max_tokens": 12, "temperature": 0}).json()

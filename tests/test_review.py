@@ -4,8 +4,8 @@ import json
 import sqlite3
 
 import pytest
-from fastapi.testclient import TestClient
 
+from conftest import local_client
 from domaintune.errors import DomaintuneError
 from domaintune.feedback_export import run_feedback_export
 from domaintune.feedback_store import FeedbackStore
@@ -14,7 +14,7 @@ from domaintune.serve import ServeSettings, create_app
 
 @pytest.fixture
 def client(served_pool, tmp_path):
-    return TestClient(create_app(served_pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", seed=3)))
+    return local_client(create_app(served_pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", seed=3)))
 
 
 def _new(client, **body):
@@ -177,7 +177,7 @@ def test_long_test_documents_are_cut_to_the_prompt_limit(served_pool, tmp_path):
     from domaintune.prepare import read_split
 
     limit = 45
-    client = TestClient(create_app(served_pool, ServeSettings(db_path=tmp_path / "f.sqlite", max_prompt_tokens=limit,
+    client = local_client(create_app(served_pool, ServeSettings(db_path=tmp_path / "f.sqlite", max_prompt_tokens=limit,
                                                               seed=1)))
     tokenizer = served_pool.get("alpha").tokenizer
     count = lambda text: len(tokenizer(text)["input_ids"])  # noqa: E731

@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--max-prompt-tokens", type=int, default=2048)
             p.add_argument("--max-waiting", type=int, default=32, help="queued generations before 429")
             p.add_argument("--max-body-bytes", type=int, default=256 * 1024)
+            p.add_argument("--max-per-client", type=int, default=16, help="requests in progress per address")
+            p.add_argument("--queue-timeout", type=float, default=120.0, help="seconds in the queue before 503")
+            p.add_argument("--body-timeout", type=float, default=30.0, help="seconds to send a body before 408")
+            p.add_argument("--head-timeout", type=float, default=10.0,
+                           help="seconds to send a request's headers before the connection is closed")
         if verb == "feedback":
             p.add_argument("--db", default="runs/feedback.sqlite", help="votes database written by serve")
             p.add_argument("--out", default="feedback", help="folder for preference.jsonl and sft.jsonl")
@@ -158,8 +163,11 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
             shown = {k: metrics[k] for k in ("perplexity", "accuracy", "macro_f1") if k in metrics}
             print(f"{target}: {shown}")
     elif ns.verb == "serve":
-        settings = api.ServeSettings(ns.host, ns.port, ns.api_key, ns.db, ns.max_body_bytes, ns.max_prompt_tokens,
-                                     ns.max_tokens, ns.max_waiting)
+        settings = api.ServeSettings(
+            host=ns.host, port=ns.port, api_key=ns.api_key, db_path=ns.db, max_body_bytes=ns.max_body_bytes,
+            max_prompt_tokens=ns.max_prompt_tokens, max_tokens=ns.max_tokens, max_waiting=ns.max_waiting,
+            max_per_client=ns.max_per_client, queue_timeout=ns.queue_timeout, body_timeout=ns.body_timeout,
+            head_timeout=ns.head_timeout)
         api.run_serve(cfg, targets, ns.base, settings)
     elif ns.verb == "generate":
         if len(targets) > 1:

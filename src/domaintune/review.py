@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +21,7 @@ from .prepare import read_split
 from .render import truncate_tokens
 from .serve_guard import ApiError, GenerationGate
 from .serve_models import GenParams, ModelPool, ServedModel
-from .serve_openai import Limits, check_prompt
+from .serve_openai import Limits, check_prompt, unless_client_leaves
 
 WEB = Path(__file__).parent / "web"
 
@@ -122,7 +122,7 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
         return {"models": list(pool.models), "test_prompts": prompts.count()}
 
     @router.post("/review/api/comparisons")
-    async def new_comparison(req: ComparisonRequest) -> dict:
+    async def new_comparison(req: ComparisonRequest, request: Request) -> dict:
         names = _pick_models(req.models, list(pool.models), rng)
         if req.max_tokens > limits.max_tokens:
             raise ApiError(400, f"max_tokens {req.max_tokens} is over this server's limit of {limits.max_tokens}")
@@ -138,10 +138,14 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         ids = {name: check_prompt(pool.chat_ids(name, messages), limits) for name in names}
         ticket = gate.reserve()
-        answers = {}
-        async with gate.turn(ticket):
-            for name in names:
-                answers[name] = (await anyio.to_thread.run_sync(pool.generate, name, ids[name], params)).text
+
+        async def generate(gone) -> dict[str, str]:
+            # A reviewer who leaves stops the comparison: the running answer at its next token, the other unstarted.
+            async with gate.turn(ticket):
+                return {name: (await anyio.to_thread.run_sync(pool.generate, name, ids[name], params, None, gone)).text
+                        for name in names}
+
+        answers = await unless_client_leaves(request, generate)
         left, right = names if rng.random() < 0.5 else names[::-1]
         comparison = await anyio.to_thread.run_sync(
             lambda: store.add_comparison(prompt, source, source_id, left, right, answers[left], answers[right],
