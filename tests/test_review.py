@@ -28,11 +28,16 @@ def _rows(client, sql, *args):
         return conn.execute(sql, args).fetchall()
 
 
+BLIND_KEYS = {"id", "prompt", "source", "answers", "voted"}
+
+
 def test_comparison_is_blind_and_its_order_is_recorded(client):
     seen = set()
     for _ in range(8):
         view = _new(client, models=["alpha", "base"])
-        assert "models" not in view and set(view["answers"]) == {"A", "B"}
+        # The exact keys: a model's name under any new key would unblind the vote.
+        assert set(view) == BLIND_KEYS and set(view["answers"]) == {"A", "B"} and view["voted"] is False
+        assert client.get(f"/review/api/comparisons/{view['id']}").json() == view
         left, right, la, ra = _rows(client, "SELECT left_model, right_model, left_answer, right_answer "
                                             "FROM comparisons WHERE id = ?", view["id"])[0]
         assert {left, right} == {"alpha", "base"}

@@ -243,3 +243,21 @@ def test_runs_of_different_bases_or_same_names_are_refused(served_runs, tmp_path
         ModelPool([str(runs[0]), str(twin)], include_base=False, cfg=load_config(None, overrides))
     with pytest.raises(DomaintuneError, match="nothing to serve"):
         ModelPool([], include_base=False, cfg=load_config(None, overrides))
+
+
+def test_run_folders_named_with_dots_and_dollars_are_served(client, served_runs, tmp_path):
+    import shutil
+
+    from domaintune import load_config
+    from domaintune.serve_models import ModelPool
+
+    overrides, runs = served_runs
+    names = ["v1.2$x", "$beta.final"]
+    for name, run in zip(names, runs, strict=True):
+        shutil.copytree(run, tmp_path / name)
+    pool = ModelPool([str(tmp_path / n) for n in names], include_base=True, cfg=load_config(None, overrides))
+    renamed = local_client(create_app(pool, ServeSettings(db_path=tmp_path / "f.sqlite", max_tokens=64)))
+    assert [m["id"] for m in renamed.get("/v1/models").json()["data"]] == [*names, "base"]
+    for name, original in zip(names, ("alpha", "beta"), strict=True):
+        assert _chat(renamed, name)["choices"][0]["message"]["content"] == \
+            _chat(client, original)["choices"][0]["message"]["content"]
