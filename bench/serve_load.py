@@ -137,6 +137,7 @@ def main() -> int:
     parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="answer length of every kind (default: 16 for chats, 8 per comparison answer)")
+    parser.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: all)")
     parser.add_argument("--out", default=None, help="write the results as JSON here too")
     args = parser.parse_args()
     tokens = (args.max_tokens,) * 3 if args.max_tokens else (16, 16, 8)
@@ -150,7 +151,8 @@ def main() -> int:
         server = subprocess.Popen(
             # All clients share one address here, where on a network each user has their own: the
             # per-address cap is set to the client count so that it does not stand in for the queue limit.
-            [sys.executable, "-m", "domaintune", "serve", str(run), "--base", "--host", "127.0.0.1",
+            [sys.executable, "-m", "domaintune", "serve", str(run),
+             *([f"threads={args.threads}"] if args.threads else []), "--base", "--host", "127.0.0.1",
              "--port", str(port), "--db", str(db), "--max-per-client", str(args.clients)], env=env)
         try:
             url = f"http://127.0.0.1:{port}"
@@ -175,6 +177,7 @@ def main() -> int:
     answered = sum(tally.status.values())
     result = {
         "model": args.model,
+        "server_threads": args.threads or "all",
         "max_tokens": {"chat": tokens[0], "stream": tokens[1], "comparison answer": tokens[2]},
         "clients": args.clients,
         "seconds": round(wall, 1),

@@ -24,6 +24,7 @@ from .config import Config
 from .errors import DomaintuneError
 from .feedback_store import FeedbackStore, default_db_path
 from .review import review_router
+from .runtime import configure_threads
 from .serve_guard import ApiError, ClientCapMiddleware, GenerationGate, GuardMiddleware, allowed_hosts, check_bind
 from .serve_models import ModelPool
 from .serve_openai import ClientGone, Limits, openai_router
@@ -96,6 +97,7 @@ def run_serve(cfg: Config, runs: list[str], include_base: bool, settings: ServeS
 
     settings.api_key = settings.api_key or os.environ.get(API_KEY_ENV) or None
     check_bind(settings.host, settings.api_key)
+    configure_threads(cfg.threads)  # on a busy CPU one thread can be several times faster than all
     pool = ModelPool(runs, include_base, cfg)
     app = create_app(pool, settings, runs)
     print(f"serving {', '.join(pool.models)} on http://{settings.host}:{settings.port} "

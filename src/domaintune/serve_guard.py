@@ -233,7 +233,7 @@ class Ticket:
 
 
 class Turn:
-    """The model held for one request; released exactly once, by whichever of a stream's ends comes last."""
+    """The model held for one request; released exactly once (a stream: after its generation stopped)."""
 
     def __init__(self, lock: asyncio.Lock, ticket: Ticket):
         self.lock, self.ticket, self.released = lock, ticket, False
