@@ -1,8 +1,10 @@
-"""Load test of `domaintune serve` on 127.0.0.1: N concurrent clients for D seconds against a tiny model.
+"""Load test of `domaintune serve` on 127.0.0.1: N concurrent clients for D seconds.
 
     PYTHONPATH=src python bench/serve_load.py --clients 50 --seconds 60
+    PYTHONPATH=src python bench/serve_load.py --model smollm2 --clients 16 --seconds 60 --max-tokens 32
 
-Builds the tests' tiny random Llama, trains one 3-step LoRA run on it, starts the real CLI
+Builds the tests' tiny random Llama (or, with `--model smollm2`, takes the embedded SmolLM2-135M-Instruct),
+trains one short LoRA run on it (3 steps; 1 step on SmolLM2), starts the real CLI
 (`domaintune serve RUN --base`) in a subprocess, and lets every client loop over a mix of requests:
 a chat completion, a streamed chat completion, and a review-page comparison followed by a vote. A client
 that gets 429 waits for Retry-After and carries on. Reported: status counts (any 5xx is a failure),
@@ -42,11 +44,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_run(root: Path) -> Path:
+def make_run(root: Path, model: str) -> Path:
     from domaintune import load_config, run_prepare, run_train
 
-    model_dir = build_tiny_model(root / "tiny")
-    overrides = tiny_overrides_at(model_dir, root) + [f"train.output_dir={root / 'runs' / 'lora'}"]
+    if model == "tiny":
+        overrides = tiny_overrides_at(build_tiny_model(root / "tiny"), root)
+    else:  # the embedded SmolLM2 on the same small synthetic reviews: the load, not the training, is measured
+        overrides = [o for o in tiny_overrides_at(Path("unused"), root) if not o.startswith("model.name=")]
+        overrides += ["model.name=smollm2-135m", "data.val_fraction=0", "train.batch_size=2",
+                      "train.max_train_rows=4", "train.max_steps=1"]
+    overrides.append(f"train.output_dir={root / 'runs' / 'lora'}")
     run_prepare(load_config(None, overrides))
     return run_train(load_config(None, overrides))
 
@@ -77,18 +84,19 @@ async def timed(tally: Tally, kind: str, call) -> httpx.Response | None:
     return response
 
 
-async def client_loop(http: httpx.AsyncClient, tally: Tally, stop_at: float, index: int) -> None:
+async def client_loop(http: httpx.AsyncClient, tally: Tally, stop_at: float, index: int,
+                      tokens: tuple[int, int, int]) -> None:
     step = index  # clients start at different points of the mix
     while time.monotonic() < stop_at:
         kind = ("chat", "stream", "review")[step % 3]
         step += 1
         if kind == "chat":
             await timed(tally, kind, lambda: http.post("/v1/chat/completions", json={
-                "model": "lora", "messages": CHAT, "max_tokens": 16, "temperature": 0.7}))
+                "model": "lora", "messages": CHAT, "max_tokens": tokens[0], "temperature": 0.7}))
         elif kind == "stream":
             async def stream():
                 async with http.stream("POST", "/v1/chat/completions", json={
-                        "model": "base", "messages": CHAT, "max_tokens": 16, "stream": True}) as response:
+                        "model": "base", "messages": CHAT, "max_tokens": tokens[1], "stream": True}) as response:
                     body = await response.aread()
                     if response.status_code == 200 and not body.rstrip().endswith(b"data: [DONE]"):
                         tally.errors["stream: no [DONE]"] += 1
@@ -96,7 +104,7 @@ async def client_loop(http: httpx.AsyncClient, tally: Tally, stop_at: float, ind
             await timed(tally, kind, stream)
         else:
             made = await timed(tally, "comparison", lambda: http.post("/review/api/comparisons", json={
-                "max_tokens": 8, "models": ["lora", "base"]}))
+                "max_tokens": tokens[2], "models": ["lora", "base"]}))
             if made is None or made.status_code != 200:
                 continue
             vote = {"comparison_id": made.json()["id"], "choice": ("A", "B", "tie")[step % 3],
@@ -112,12 +120,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-async def drive(url: str, clients: int, seconds: float) -> tuple[Tally, float]:
+async def drive(url: str, clients: int, seconds: float, tokens: tuple[int, int, int]) -> tuple[Tally, float]:
     tally = Tally()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
         started = time.monotonic()
-        await asyncio.gather(*(client_loop(http, tally, started + seconds, i) for i in range(clients)))
+        await asyncio.gather(*(client_loop(http, tally, started + seconds, i, tokens) for i in range(clients)))
         wall = time.monotonic() - started
     return tally, wall
 
@@ -126,18 +134,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="answer length of every kind (default: 16 for chats, 8 per comparison answer)")
+    parser.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: all)")
     parser.add_argument("--out", default=None, help="write the results as JSON here too")
     args = parser.parse_args()
+    tokens = (args.max_tokens,) * 3 if args.max_tokens else (16, 16, 8)
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         root = Path(tmp)
-        run = make_run(root)
+        run = make_run(root, args.model)
         port, db = free_port(), root / "feedback.sqlite"
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         env.pop("DOMAINTUNE_API_KEY", None)
         server = subprocess.Popen(
-            [sys.executable, "-m", "domaintune", "serve", str(run), "--base", "--host", "127.0.0.1",
-             "--port", str(port), "--db", str(db)], env=env)
+            # All clients share one address here, where on a network each user has their own: the
+            # per-address cap is set to the client count so that it does not stand in for the queue limit.
+            [sys.executable, "-m", "domaintune", "serve", str(run),
+             *([f"threads={args.threads}"] if args.threads else []), "--base", "--host", "127.0.0.1",
+             "--port", str(port), "--db", str(db), "--max-per-client", str(args.clients)], env=env)
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 120
@@ -150,7 +166,7 @@ def main() -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("server did not come up")
                 time.sleep(0.5)
-            tally, wall = asyncio.run(drive(url, args.clients, args.seconds))
+            tally, wall = asyncio.run(drive(url, args.clients, args.seconds, tokens))
             healthy_after = httpx.get(f"{url}/health", timeout=10).status_code == 200
         finally:
             server.terminate()
@@ -160,6 +176,9 @@ def main() -> int:
 
     answered = sum(tally.status.values())
     result = {
+        "model": args.model,
+        "server_threads": args.threads or "all",
+        "max_tokens": {"chat": tokens[0], "stream": tokens[1], "comparison answer": tokens[2]},
         "clients": args.clients,
         "seconds": round(wall, 1),
         "responses": answered,

@@ -11,7 +11,6 @@ import random
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -203,30 +202,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def running(app, port: int):
-    """`app` served by a real uvicorn on 127.0.0.1:`port` in a thread until the block ends."""
+@pytest.fixture
+def start_server(served_pool, tmp_path):
+    """Starts real uvicorn servers on 127.0.0.1 (a free port each), configured as `domaintune serve`
+    runs them, in threads; all are stopped at the end of the test. Returns (url, app)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=20)
-    assert not thread.is_alive()
+    from domaintune.serve import ServeSettings, create_app
+    from domaintune.serve_http import uvicorn_config
+
+    started = []
+
+    def start(**settings):
+        port = _free_port()
+        chosen = ServeSettings(**{"db_path": tmp_path / "feedback.sqlite", "port": port, "seed": 5, **settings})
+        app = create_app(served_pool, chosen)
+        server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, chosen.head_timeout))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{port}", app
+
+    yield start
+    for server, thread in started:
+        server.should_exit = True
+        thread.join(timeout=20)
+        assert not thread.is_alive()
 
 
 @pytest.fixture
-def live_server(served_pool, tmp_path):
-    """A real uvicorn server on 127.0.0.1 (a free port) in a thread, stopped at the end of the test."""
-    from domaintune.serve import ServeSettings, create_app
+def live_server(start_server):
+    """A real uvicorn server on 127.0.0.1 with the default settings."""
+    return start_server()
 
-    port = _free_port()
-    app = create_app(served_pool, ServeSettings(db_path=tmp_path / "feedback.sqlite", port=port, seed=5))
-    with running(app, port) as url:
-        yield url, app
+
+def local_client(app):
+    """A TestClient that calls the app as a browser on this machine would (Host 127.0.0.1, not
+    'testserver', which the Host check refuses without an API key)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1")

@@ -80,17 +80,11 @@ TOKEN = "ann-token-0123456789"
 
 
 @pytest.fixture
-def listed_server(served_pool, tmp_path):
+def listed_server(start_server, tmp_path):
     """A real server started with a reviewer list (conftest's live_server has none)."""
-    from conftest import _free_port, running
-    from domaintune.serve import ServeSettings, create_app
-
     listed = tmp_path / "reviewers.txt"
     listed.write_text(f"ann {TOKEN}\n")
-    port = _free_port()
-    app = create_app(served_pool, ServeSettings(db_path=tmp_path / "f.sqlite", reviewers_file=listed))
-    with running(app, port) as url:
-        yield url, app
+    return start_server(reviewers_file=listed)
 
 
 def test_listed_reviewer_is_asked_for_the_token_once(page, listed_server):

@@ -4,6 +4,8 @@ One module fixture trains LoRA and full fine-tuning and evaluates base, both run
 baseline once; the tests then read those folders.
 """
 
+import html
+import io
 import json
 import re
 import shutil
@@ -394,3 +396,30 @@ def test_every_adapter_method_is_served_unmerged_and_merged(method, kind):
     from domaintune.compare import serving_kind
 
     assert serving_kind(method) == kind
+
+
+def test_report_of_hostile_run_names_and_texts(evaluated, tmp_path):
+    """Run names are folder names and samples are model output: both reach matplotlib (where '$' starts
+    mathtext, and an odd one was an error) and the HTML page (where they must stay text)."""
+    root, _ = evaluated
+    names = ["lo$ra.v2$", "<img src=x onerror=alert(1)>$^$"]
+    for name, source in zip(names, ("lora", "full"), strict=True):
+        shutil.copytree(root / source, tmp_path / name)
+    metrics = json.loads((tmp_path / names[0] / "metrics.json").read_text())
+    hostile = "</pre></td><script>alert(1)</script> $\\frac{1}{0}$ {{x}}"
+    metrics["samples"] = [{**s, "output": hostile} for s in metrics["samples"]]
+    (tmp_path / names[0] / "metrics.json").write_text(json.dumps(metrics))
+    page = run_compare([root / "base", *(tmp_path / n for n in names)], tmp_path / "report").read_text()
+    assert "<script" not in page.lower() and "<img" not in page.lower(), "names and samples must stay text"
+    assert html.escape(names[1]) in page and html.escape(hostile) in page
+    # '$' is drawn as itself, not taken as the start of math (SVG text is drawn with glyph outlines).
+    import matplotlib.pyplot as plt
+
+    figure, reference = plt.figure(), io.StringIO()
+    figure.text(0, 0, "$", parse_math=False)
+    figure.savefig(reference, format="svg")
+    plt.close(figure)
+    dollar = re.search(r'<path id="(DejaVuSans-\w+)"', reference.getvalue()).group(1)
+    assert f'id="{dollar}"' in page
+    assert [r["name"] for r in json.loads((tmp_path / "report" / "comparison.json").read_text())["rows"]] == \
+        ["base", names[0], f"{names[0]}-merged", names[1]]

@@ -6,8 +6,8 @@ Training runs at `train.precision: auto` (bf16 or fp32 by CPU); nothing here com
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
+from conftest import local_client
 from domaintune import load_config, run_compare, run_evaluate, run_feedback_export, run_prepare, run_train
 from domaintune.prepare import read_split
 from domaintune.review import ReviewSampling
@@ -31,7 +31,7 @@ def test_real_model_serve_vote_export_dpo(tmp_path):
     review_ids = {r["id"] for r in read_split(prepared, "review")}
 
     pool = ModelPool([str(lora)], include_base=True, cfg=cfg)
-    client = TestClient(create_app(pool, ServeSettings(db_path=tmp_path / "runs" / "feedback.sqlite", seed=1,
+    client = local_client(create_app(pool, ServeSettings(db_path=tmp_path / "runs" / "feedback.sqlite", seed=1,
                                                        review_sampling=ReviewSampling(max_tokens=6))))
     client.get("/review")  # the reviewer cookie, as a browser gets it
     chat = client.post("/v1/chat/completions", json={

@@ -1,11 +1,13 @@
 """Readers and format mapping on small files written here: encodings, quoting, bad rows with lines."""
 
+import csv
 import json
 
 import pytest
 
 from domaintune.config import load_config
 from domaintune.errors import DomaintuneError
+from domaintune.prep import readers
 from domaintune.prep.formats import rows_from_table
 from domaintune.prep.readers import decode_bytes, read_source
 from domaintune.prep.report import BadRows
@@ -88,6 +90,39 @@ def test_unclosed_quote_reports_lost_lines(tmp_path):
     rows, bad, _ = _read(path)
     assert [r["text"] for r in rows] == ["fine"]
     assert bad.rows[0]["where"] == "line 3" and "lines 3-4 lost" in bad.rows[0]["reason"]
+
+
+def _write_rows(path, rows):
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("review", "rating"), *rows])
+    return path
+
+
+def test_csv_field_over_128_kib_is_read_whole(tmp_path):
+    long = 'a "quoted" word, then a line end\n' * 8000  # 256 KiB, twice Python's default field limit
+    path = _write_rows(tmp_path / "long.csv", [(long, "positive"), ("after", "negative")])
+    rows, bad, _ = _read(path)
+    assert bad.summary()["count"] == 0 and [r["text"] for r in rows][1] == "after"
+    assert rows[0]["text"].count("quoted") == 8000 and rows[1]["id"] == "long.csv:line 8003"
+
+
+def test_csv_field_over_the_limit_is_one_bad_row_never_new_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "FIELD_LIMIT", 1000)
+    # Inside the long field: lines that would parse as rows, escaped quotes and delimiters.
+    long = "".join(f'fake "row" {i},positive\n' for i in range(100))
+    path = _write_rows(tmp_path / "over.csv", [("before", "positive"), (long, "negative"), ("after", "neutral")])
+    rows, bad, _ = _read(path)
+    assert [r["text"] for r in rows] == ["before", "after"] and rows[1]["id"] == "over.csv:line 104"
+    assert [(b["where"], b["reason"]) for b in bad.rows] == [
+        ("line 3", "a field over 1000 characters (lines 3-103 skipped)")]
+    unquoted = _write_rows(tmp_path / "unquoted.csv", [("x" * 2000, "negative"), ("after", "neutral")])
+    rows, bad, _ = _read(unquoted)
+    assert [r["text"] for r in rows] == ["after"] and bad.rows[0]["where"] == "line 2"
+    open_quote = tmp_path / "open.csv"
+    open_quote.write_text('review,rating\nfine,positive\n"' + "never closed\n" * 100 + "lost,neutral\n")
+    rows, bad, _ = _read(open_quote)
+    assert [r["text"] for r in rows] == ["fine"]
+    assert bad.rows[0]["reason"] == "a field over 1000 characters whose quote never closes (lines 3-103 lost)"
 
 
 def test_strict_stops_at_first_bad_row_with_file_and_line(tmp_path):

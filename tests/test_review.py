@@ -5,8 +5,8 @@ import json
 import sqlite3
 
 import pytest
-from fastapi.testclient import TestClient
 
+from conftest import local_client
 from domaintune.errors import DomaintuneError
 from domaintune.feedback_export import run_feedback_export
 from domaintune.feedback_store import FeedbackStore
@@ -17,9 +17,9 @@ from domaintune.serve import ServeSettings, create_app
 SHORT = ReviewSampling(max_tokens=6)  # the server's sampling for every comparison; short answers keep tests fast
 
 
-def reviewing_client(app) -> TestClient:
+def reviewing_client(app):
     """A client holding the reviewer cookie that opening /review gives a browser."""
-    client = TestClient(app)
+    client = local_client(app)
     assert client.get("/review").status_code == 200
     return client
 
@@ -41,11 +41,16 @@ def _rows(client, sql, *args):
         return conn.execute(sql, args).fetchall()
 
 
+BLIND_KEYS = {"id", "prompt", "source", "answers", "voted"}
+
+
 def test_comparison_is_blind_and_its_order_is_recorded(client):
     seen = set()
     for _ in range(8):
         view = _new(client, models=["alpha", "base"])
-        assert "models" not in view and set(view["answers"]) == {"A", "B"}
+        # The exact keys: a model's name under any new key would unblind the vote.
+        assert set(view) == BLIND_KEYS and set(view["answers"]) == {"A", "B"} and view["voted"] is False
+        assert client.get(f"/review/api/comparisons/{view['id']}").json() == view
         left, right, la, ra = _rows(client, "SELECT left_model, right_model, left_answer, right_answer "
                                             "FROM comparisons WHERE id = ?", view["id"])[0]
         assert {left, right} == {"alpha", "base"}

@@ -5,8 +5,8 @@ import json
 import sqlite3
 
 import pytest
-from fastapi.testclient import TestClient
 
+from conftest import local_client
 from domaintune.cli import main
 from domaintune.errors import DomaintuneError
 from domaintune.feedback_export import run_feedback_export
@@ -50,7 +50,7 @@ def test_sampling_is_fixed_by_the_server(app):
 
 
 def test_the_page_issues_a_reviewer_cookie_and_votes_record_it(app):
-    bare = TestClient(app)
+    bare = local_client(app)
     assert _comparison(bare, prompt="Is it safe?").status_code == 401
     assert _vote(bare, "f" * 32).json()["error"]["code"] == "reviewer_token_required"
     page = bare.get("/review")
@@ -109,7 +109,7 @@ def test_listed_reviewers_vote_under_their_names(served_pool, tmp_path):
     listed.write_text(f"# name token\nann {ANN_TOKEN}\n\nbob {BOB_TOKEN}\n")
     app = create_app(served_pool, ServeSettings(db_path=tmp_path / "f.sqlite", reviewers_file=listed,
                                                 review_sampling=SHORT))
-    client = TestClient(app)
+    client = local_client(app)
     assert "set-cookie" not in client.get("/review").headers, "with a list, tokens come from the list only"
     for token in (None, "not-listed-0123456789", ANN_TOKEN[:-1]):
         headers = {"x-reviewer-token": token} if token else {}

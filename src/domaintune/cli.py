@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
                            "(default: each browser gets a token in a cookie)")
             p.add_argument("--review-max-tokens", type=int, default=128,
                            help="answer length of every review comparison (sampling is the server's)")
+            p.add_argument("--max-per-client", type=int, default=16, help="requests in progress per address")
+            p.add_argument("--queue-timeout", type=float, default=120.0, help="seconds in the queue before 503")
+            p.add_argument("--body-timeout", type=float, default=30.0, help="seconds to send a body before 408")
+            p.add_argument("--head-timeout", type=float, default=10.0,
+                           help="seconds to send a request's headers before the connection is closed")
         if verb == "feedback":
             p.add_argument("--db", default="runs/feedback.sqlite", help="votes database written by serve")
             p.add_argument("--out", default="feedback", help="folder for preference.jsonl and sft.jsonl")
@@ -178,9 +183,12 @@ def _dispatch(ns: argparse.Namespace, overrides: list[str], targets: list[str]) 
     elif ns.verb == "serve":
         from .review import ReviewSampling
 
-        settings = api.ServeSettings(ns.host, ns.port, ns.api_key, ns.db, ns.max_body_bytes, ns.max_prompt_tokens,
-                                     ns.max_tokens, ns.max_waiting, reviewers_file=ns.reviewers,
-                                     review_sampling=ReviewSampling(max_tokens=ns.review_max_tokens))
+        settings = api.ServeSettings(
+            host=ns.host, port=ns.port, api_key=ns.api_key, db_path=ns.db, max_body_bytes=ns.max_body_bytes,
+            max_prompt_tokens=ns.max_prompt_tokens, max_tokens=ns.max_tokens, max_waiting=ns.max_waiting,
+            max_per_client=ns.max_per_client, queue_timeout=ns.queue_timeout, body_timeout=ns.body_timeout,
+            head_timeout=ns.head_timeout, reviewers_file=ns.reviewers,
+            review_sampling=ReviewSampling(max_tokens=ns.review_max_tokens))
         api.run_serve(cfg, targets, ns.base, settings)
     elif ns.verb == "generate":
         if len(targets) > 1:

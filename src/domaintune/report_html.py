@@ -119,7 +119,10 @@ def samples_html(rows: list[dict]) -> str:
 
 def render_html(report: dict) -> str:
     rows = report["rows"]
-    plots = [p for p in (loss_plot(report.get("loss_curves", {})), quality_cost_plot(rows), latency_plot(rows)) if p]
+    # Labels are run names, which may hold "$": mathtext would draw "$x$" as math and fail on "$^$".
+    with plt.rc_context({"text.parse_math": False}):
+        plots = [p for p in (loss_plot(report.get("loss_curves", {})), quality_cost_plot(rows), latency_plot(rows))
+                 if p]
     settings = report.get("latency_settings")
     timing = ("Inference timed per request in a fresh process per model, "
               f"{settings['warmup']} warm-up requests excluded, tokenization excluded (latency_settings)."

@@ -23,7 +23,7 @@ from .review_prompts import ReviewPrompts
 from .reviewers import Reviewers
 from .serve_guard import ApiError, GenerationGate
 from .serve_models import GenParams, ModelPool
-from .serve_openai import Limits, check_prompt
+from .serve_openai import Limits, check_prompt, unless_client_leaves
 
 WEB = Path(__file__).parent / "web"
 
@@ -125,10 +125,14 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         ids = {name: check_prompt(pool.chat_ids(name, messages), limits) for name in names}
         ticket = gate.reserve()
-        answers = {}
-        async with gate.turn(ticket):
-            for name in names:
-                answers[name] = (await anyio.to_thread.run_sync(pool.generate, name, ids[name], params)).text
+
+        async def generate(gone) -> dict[str, str]:
+            # A reviewer who leaves stops the comparison: the running answer at its next token, the other unstarted.
+            async with gate.turn(ticket):
+                return {name: (await anyio.to_thread.run_sync(pool.generate, name, ids[name], params, None, gone)).text
+                        for name in names}
+
+        answers = await unless_client_leaves(request, generate)
         left, right = names if rng.random() < 0.5 else names[::-1]
         comparison = await anyio.to_thread.run_sync(
             lambda: store.add_comparison(prompt, source, source_id, left, right, answers[left], answers[right],

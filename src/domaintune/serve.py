@@ -3,9 +3,9 @@
     create_app(pool, settings)   the FastAPI app (tests drive it with TestClient)
     run_serve(cfg, runs, ...)    loads the models once and runs uvicorn
 
-The server binds 127.0.0.1 unless told otherwise, and refuses a non-loopback bind without an API key.
-No endpoint takes a file path: the models, the review prompts, the reviewer list and the database are
-fixed at start-up.
+The server binds 127.0.0.1 unless told otherwise, and refuses a non-loopback bind without an API key;
+without a key it also answers only requests whose Host is a loopback name. No endpoint takes a file
+path: the models, the review prompts, the reviewer list and the database are fixed at start-up.
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .config import Config
 from .errors import DomaintuneError
 from .feedback_store import FeedbackStore, default_db_path
 from .review import ReviewSampling, review_router
 from .reviewers import Reviewers
-from .serve_guard import ApiError, GenerationGate, GuardMiddleware, check_bind
+from .runtime import configure_threads
+from .serve_guard import ApiError, ClientCapMiddleware, GenerationGate, GuardMiddleware, allowed_hosts, check_bind
 from .serve_models import ModelPool
-from .serve_openai import Limits, openai_router
+from .serve_openai import ClientGone, Limits, openai_router
 
 API_KEY_ENV = "DOMAINTUNE_API_KEY"
 
@@ -41,6 +43,10 @@ class ServeSettings:
     max_prompt_tokens: int = 2048
     max_tokens: int = 512
     max_waiting: int = 32  # requests that may queue for the model; more get 429
+    queue_timeout: float = 120.0  # seconds a request may wait for the model; then 503 with Retry-After
+    max_per_client: int = 16  # requests in progress per client address; more get 429
+    body_timeout: float = 30.0  # seconds to send a request body; then 408
+    head_timeout: float = 10.0  # seconds to send a request's headers after connecting (or the last answer)
     seed: int | None = None  # fixes the review page's draws (tests); unset: system randomness
     reviewers_file: str | Path | None = None  # 'NAME TOKEN' lines; unset: a cookie token per browser
     review_sampling: ReviewSampling = field(default_factory=ReviewSampling)  # the same for every comparison
@@ -49,15 +55,18 @@ class ServeSettings:
 def create_app(pool: ModelPool, settings: ServeSettings, runs: list[str | Path] | None = None) -> FastAPI:
     app = FastAPI(title="domaintune serve", docs_url=None, redoc_url=None, openapi_url=None)
     limits = Limits(settings.max_prompt_tokens, settings.max_tokens)
-    gate = GenerationGate(settings.max_waiting)
+    gate = GenerationGate(settings.max_waiting, settings.queue_timeout)
     store = FeedbackStore(settings.db_path or default_db_path(runs or []))
     rng = random.Random(settings.seed) if settings.seed is not None else None
     app.state.pool, app.state.store, app.state.gate = pool, store, gate
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError):
-        headers = {"retry-after": "1"} if exc.status == 429 else None
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(_: Request, __: ClientGone):
+        return Response(status_code=499)  # nginx's "client closed request"; nobody is left to read it
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):
@@ -76,7 +85,11 @@ def create_app(pool: ModelPool, settings: ServeSettings, runs: list[str | Path] 
     app.include_router(openai_router(pool, gate, limits))
     reviewers = Reviewers.from_file(settings.reviewers_file) if settings.reviewers_file else Reviewers()
     app.include_router(review_router(pool, gate, store, limits, rng, reviewers, settings.review_sampling))
-    app.add_middleware(GuardMiddleware, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+    # Added innermost first: the Host check runs first, then the per-client cap, then key and body.
+    app.add_middleware(GuardMiddleware, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
+                       body_timeout=settings.body_timeout)
+    app.add_middleware(ClientCapMiddleware, max_per_client=settings.max_per_client)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.host, settings.api_key))
     return app
 
 
@@ -84,12 +97,13 @@ def run_serve(cfg: Config, runs: list[str], include_base: bool, settings: ServeS
     """Load the base model once with every run's adapter, then serve until interrupted."""
     import uvicorn
 
+    from .serve_http import uvicorn_config
+
     settings.api_key = settings.api_key or os.environ.get(API_KEY_ENV) or None
     check_bind(settings.host, settings.api_key)
+    configure_threads(cfg.threads)  # on a busy CPU one thread can be several times faster than all
     pool = ModelPool(runs, include_base, cfg)
     app = create_app(pool, settings, runs)
     print(f"serving {', '.join(pool.models)} on http://{settings.host}:{settings.port} "
           f"(review page: /review, votes: {app.state.store.path})", flush=True)
-    # uvicorn's own connection cap answers 503; it is set far above the 429 queue limit so that
-    # it only guards against runaway connection counts, never against ordinary load.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", limit_concurrency=1024)
+    uvicorn.Server(uvicorn_config(app, settings.host, settings.port, settings.head_timeout)).run()

@@ -89,11 +89,14 @@ class ModelPool:
         model: PreTrainedModel = base
         for i, (name, run, own) in enumerate(adapters):
             folder = weights_dir(run)
+            # peft keeps adapters in torch ModuleDicts, whose keys may not hold "." (a folder named
+            # "v1.2" raised KeyError at start): the adapter gets a neutral name, the model keeps the folder's.
+            adapter = f"adapter{i}"
             if i == 0:
-                model = PeftModel.from_pretrained(base, folder, adapter_name=name)
+                model = PeftModel.from_pretrained(base, folder, adapter_name=adapter)
             else:
-                model.load_adapter(folder, adapter_name=name)
-            self.models[name] = ServedModel(name, model, load_tokenizer(str(folder)), name, own.prompt,
+                model.load_adapter(folder, adapter_name=adapter)
+            self.models[name] = ServedModel(name, model, load_tokenizer(str(folder)), adapter, own.prompt,
                                             own.data.output_dir)
         model.eval()
         if include_base:
@@ -122,7 +125,11 @@ class ModelPool:
         emit: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        """Generate from `name`; `emit` receives text pieces as they become final (for streaming)."""
+        """Generate from `name`; `emit` receives text pieces as they become final (for streaming).
+
+        Setting `cancel` stops the generation at its next token (the client went away); set before the
+        turn came, nothing is generated.
+        """
         served = self.get(name)
         collector = _StopAwareStreamer(served.tokenizer, params.stop, emit)
         cancel = cancel or threading.Event()
@@ -131,9 +138,9 @@ class ModelPool:
             {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
             if params.temperature > 0 else {"do_sample": False}
         )
-        with self._lock, torch.no_grad(), self._selected(served):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
+        with self._lock, torch.no_grad(), self._selected(served), self._seeded(served.model, params.seed):
+            if cancel.is_set():
+                return Generation("", "stop", len(prompt_ids), 0)
             served.model.generate(
                 input_ids=inputs,
                 attention_mask=torch.ones_like(inputs),
@@ -148,6 +155,19 @@ class ModelPool:
         ended_on_eos = bool(collector.ids) and collector.ids[-1] == eos
         return Generation(collector.final_text(), "length" if hit_length and not ended_on_eos else "stop",
                           len(prompt_ids), len(collector.ids))
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _seeded(model: PreTrainedModel, seed: int | None):
+        """A seeded request samples from its own seed and leaves the process's random state as it found it,
+        so that it does not decide what later unseeded requests draw."""
+        if seed is None:
+            yield
+            return
+        devices = [model.device.index or 0] if model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
 
     @contextlib.contextmanager
     def _selected(self, served: ServedModel):

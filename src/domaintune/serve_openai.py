@@ -11,19 +11,61 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from .errors import DomaintuneError
-from .serve_guard import ApiError, GenerationGate, Ticket
+from .serve_guard import ApiError, GenerationGate
 from .serve_models import Generation, GenParams, ModelPool
+
+T = TypeVar("T")
+# torch.manual_seed takes exactly this range; a seed outside it was a 500 from deep inside torch.
+SEED_RANGE = {"ge": -(2**63), "le": 2**64 - 1}
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready; nothing is sent (uvicorn drops it anyway)."""
+
+
+async def unless_client_leaves(request: Request, work: Callable[[threading.Event], Awaitable[T]]) -> T:
+    """Run `work(gone)` while watching the connection. When the client disconnects, `gone` is set, so a
+    generation stops at its next token (and one not yet started never starts), and a wait for the
+    model is cancelled; then ClientGone is raised.
+
+    Starlette watches for a disconnect only while streaming, so non-streamed answers need this.
+    """
+    gone = threading.Event()
+    result: list[T] = []
+    failure: list[Exception] = []  # raised here as itself, not wrapped in the task group's ExceptionGroup
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            group.cancel_scope.cancel()
+
+        async def run() -> None:
+            try:
+                result.append(await work(gone))
+            except Exception as exc:  # noqa: BLE001 - handed over as it is
+                failure.append(exc)
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        group.start_soon(run)
+    if failure:
+        raise failure[0]
+    if not result:  # a result that came with the disconnect is still returned: it may hold the model
+        raise ClientGone
+    return result[0]
 
 
 @dataclass
@@ -43,7 +85,7 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     n: int = 1
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
 
 
 class ChatMessage(BaseModel):
@@ -104,7 +146,7 @@ def openai_router(pool: ModelPool, gate: GenerationGate, limits: Limits) -> APIR
         ]}
 
     @router.post("/chat/completions")
-    async def chat(req: ChatRequest):
+    async def chat(req: ChatRequest, request: Request):
         name = known(req.model)
         params = generation_params(req, limits)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -113,33 +155,45 @@ def openai_router(pool: ModelPool, gate: GenerationGate, limits: Limits) -> APIR
             ids = check_prompt(pool.chat_ids(name, messages), limits)
         except DomaintuneError as exc:
             raise ApiError(400, str(exc)) from None
-        return await _answer(pool, gate, name, ids, params, req.stream, chat=True)
+        return await _answer(request, pool, gate, name, ids, params, req.stream, chat=True)
 
     @router.post("/completions")
-    async def completions(req: CompletionRequest):
+    async def completions(req: CompletionRequest, request: Request):
         name = known(req.model)
         params = generation_params(req, limits, default_max_tokens=16)  # OpenAI's default for completions
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if len(prompts) != 1:
             raise ApiError(400, "exactly one prompt per request is supported")
         ids = check_prompt(pool.text_ids(name, prompts[0]), limits)
-        return await _answer(pool, gate, name, ids, params, req.stream, chat=False)
+        return await _answer(request, pool, gate, name, ids, params, req.stream, chat=False)
 
     return router
 
 
-async def _answer(pool: ModelPool, gate: GenerationGate, name: str, ids: list[int], params: GenParams,
-                  stream: bool, chat: bool):
+async def _answer(request: Request, pool: ModelPool, gate: GenerationGate, name: str, ids: list[int],
+                  params: GenParams, stream: bool, chat: bool):
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     ticket = gate.reserve()
     if not stream:
-        async with gate.turn(ticket):
-            out = await anyio.to_thread.run_sync(pool.generate, name, ids, params)
-        return _full_response(ident, name, out, chat)
-    # The background task gives the place back even if the client leaves before the stream starts.
-    return StreamingResponse(_sse(pool, gate, ticket, ident, name, ids, params, chat),
-                             media_type="text/event-stream", headers={"cache-control": "no-cache"},
-                             background=BackgroundTask(ticket.release))
+        async def generate(gone: threading.Event) -> Generation:
+            async with gate.turn(ticket):
+                return await anyio.to_thread.run_sync(pool.generate, name, ids, params, None, gone)
+
+        return _full_response(ident, name, await unless_client_leaves(request, generate), chat)
+    # The turn is taken before the response starts, so that a queue timeout can still answer 503.
+    turn = await unless_client_leaves(request, lambda _: gate.acquire(ticket))
+    events = _sse(pool, ident, name, ids, params, chat)
+
+    async def finish() -> None:
+        # Starlette leaves a stream it stopped (the client left) suspended: close it here, which stops
+        # the generation, and only then give the model back.
+        try:
+            await events.aclose()
+        finally:
+            turn.release()
+
+    return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"},
+                             background=BackgroundTask(finish))
 
 
 def _full_response(ident: str, name: str, out: Generation, chat: bool) -> dict:
@@ -165,29 +219,25 @@ def _chunk(ident: str, name: str, chat: bool, piece: str | None, finish: str | N
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def _sse(pool: ModelPool, gate: GenerationGate, ticket: Ticket, ident: str, name: str, ids: list[int],
-               params: GenParams, chat: bool) -> AsyncIterator[str]:
+async def _sse(pool: ModelPool, ident: str, name: str, ids: list[int], params: GenParams,
+               chat: bool) -> AsyncIterator[str]:
     """Server-sent events: the generation runs in a worker thread and hands pieces over through a queue."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()
     cancel = threading.Event()  # set when the client goes away, so the model stops at the next token
-    worker = None
-    async with gate.turn(ticket):
-        if chat:
-            yield _chunk(ident, name, chat, None, None, first=True)
-        worker = asyncio.ensure_future(anyio.to_thread.run_sync(
-            lambda: pool.generate(name, ids, params, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p),
-                                  cancel)))
-        worker.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
-        try:
-            while (piece := await pieces.get()) is not None:
-                yield _chunk(ident, name, chat, piece, None)
-            out = await worker
-            yield _chunk(ident, name, chat, None, out.finish_reason)
-            yield "data: [DONE]\n\n"
-        finally:
-            cancel.set()
-            if worker is not None:
-                # Keep the turn until the model is free again, even when the client left mid-stream.
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait([worker])
+    if chat:
+        yield _chunk(ident, name, chat, None, None, first=True)
+    worker = asyncio.ensure_future(anyio.to_thread.run_sync(
+        lambda: pool.generate(name, ids, params, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p), cancel)))
+    worker.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+    try:
+        while (piece := await pieces.get()) is not None:
+            yield _chunk(ident, name, chat, piece, None)
+        out = await worker
+        yield _chunk(ident, name, chat, None, out.finish_reason)
+        yield "data: [DONE]\n\n"
+    finally:
+        cancel.set()
+        # Keep the turn until the model is free again, even when the client left mid-stream.
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([worker])

@@ -16,7 +16,9 @@ import codecs
 import csv
 import hashlib
 import io
+import itertools
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,9 +160,42 @@ def _reading(opener: Callable[[], TextIO], records: Callable[[TextIO], Iterable]
         yield from records(handle)
 
 
+# Python's csv module stops a field at 128 KiB and then reads the rest of it as new rows. Fields are
+# read whole up to this many characters (a document far longer than any training length); a longer
+# one is counted as a bad row and the rest of its record skipped.
+FIELD_LIMIT = 16 << 20
+
+
+class _RecordLines:
+    """The lines of a file as csv.reader draws them, keeping those of the record being read."""
+
+    def __init__(self, handle: TextIO):
+        self.handle, self.record, self.count = iter(handle), [], 0
+
+    def __iter__(self) -> _RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.handle)
+        self.record.append(line)
+        self.count += 1
+        return line
+
+
+def _skip_rest_of_record(lines: _RecordLines, delimiter: str) -> None:
+    """Read past the end of a record whose field went over FIELD_LIMIT. Its lines are read again with each
+    run of ordinary characters shrunk to one: only quotes, delimiters and line ends decide where a record
+    ends, so the shrunk record ends on the same line, and none of its fields comes near the limit."""
+    ordinary = re.compile(f'[^"{re.escape(delimiter)}\\r\\n]+')
+    shrunk = (ordinary.sub("x", line) for line in itertools.chain(list(lines.record), lines))
+    next(csv.reader(shrunk, delimiter=delimiter, strict=True), None)
+
+
 def csv_records(handle: TextIO, delimiter: str, origin: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
     """Rows of a CSV/TSV as dicts keyed by the header; quoted fields may span lines."""
-    reader = csv.reader(handle, delimiter=delimiter, strict=True)
+    csv.field_size_limit(FIELD_LIMIT)  # process-wide, and only ever raised from the default
+    lines = _RecordLines(handle)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -168,29 +203,36 @@ def csv_records(handle: TextIO, delimiter: str, origin: str, bad: BadRows) -> It
     except csv.Error as exc:
         raise DomaintuneError(f"{origin}: line 1: the header cannot be parsed ({exc})") from None
     header = [name.strip() for name in header]
-    last_line = reader.line_num
     while True:
-        start = last_line + 1
+        start = lines.count + 1
+        lines.record = []
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            if reader.line_num > start:
-                reason = f"broken quoting: a quote opened here never closes (lines {start}-{reader.line_num} lost)"
-            else:
-                reason = f"broken quoting ({exc})"
-            bad.add(origin, f"line {start}", reason)
-            last_line = reader.line_num
+            bad.add(origin, f"line {start}", _unreadable_record(exc, lines, start, delimiter))
             continue
-        last_line = reader.line_num
         if not row or row == [""]:
             continue  # a blank line is not a row
         if len(row) != len(header):
-            span = f"lines {start}-{last_line}" if last_line > start else f"line {start}"
+            span = f"lines {start}-{lines.count}" if lines.count > start else f"line {start}"
             bad.add(origin, span, f"expected {len(header)} columns, found {len(row)}", delimiter.join(row))
             continue
         yield f"line {start}", dict(zip(header, row, strict=True))
+
+
+def _unreadable_record(exc: csv.Error, lines: _RecordLines, start: int, delimiter: str) -> str:
+    """Why the record from line `start` is lost; a field over the limit is first read past."""
+    if str(exc).startswith("field larger than field limit"):
+        try:
+            _skip_rest_of_record(lines, delimiter)
+        except csv.Error:
+            return f"a field over {FIELD_LIMIT} characters whose quote never closes (lines {start}-{lines.count} lost)"
+        return f"a field over {FIELD_LIMIT} characters (lines {start}-{lines.count} skipped)"
+    if lines.count > start:
+        return f"broken quoting: a quote opened here never closes (lines {start}-{lines.count} lost)"
+    return f"broken quoting ({exc})"
 
 
 def jsonl_records(lines: Iterable[str], origin: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
