@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from conftest import local_client
+from domaintune.review import ReviewSampling
+from domaintune.reviewers import COOKIE
 from domaintune.serve import ServeSettings, create_app
 
 CHAT = [{"role": "user", "content": "this drug worked great"}]
@@ -55,8 +57,9 @@ def _connect(url: str) -> socket.socket:
     return socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20)
 
 
-def _head(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+def _head(path: str, body: bytes, host: str = "127.0.0.1", cookie: str | None = None) -> bytes:
+    cookie_line = f"Cookie: {cookie}\r\n" if cookie else ""
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{cookie_line}"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
 
 
@@ -211,10 +214,21 @@ LEAVING = {
 def test_client_that_leaves_stops_its_generation(start_server, brake, kind):
     path, request, generations = LEAVING[kind]
     max_tokens = 300
-    url, app = start_server()
-    request = {**request, "max_tokens": max_tokens, "temperature": 0}
-    # A client that stays to the end: the greedy answer runs to max_tokens.
-    assert httpx.post(url + path, json=request, timeout=60).status_code == 200
+    cookie = None
+    if kind == "review comparison":
+        # The server fixes a comparison's sampling (a client may not): greedy and long here, so a client that
+        # stays gets the whole answer. A reviewer needs the token the review page gives a browser.
+        url, app = start_server(review_sampling=ReviewSampling(max_tokens=max_tokens, temperature=0))
+        token = httpx.get(url + "/review").cookies[COOKIE]
+        cookie = f"{COOKIE}={token}"
+        stays = httpx.post(url + path, json=request, timeout=60, headers={"cookie": cookie})
+        request = {**request, "prompt": "it made my headache worse"}  # one vote per prompt: a fresh one
+    else:
+        url, app = start_server()
+        request = {**request, "max_tokens": max_tokens, "temperature": 0}
+        # A client that stays to the end: the greedy answer runs to max_tokens.
+        stays = httpx.post(url + path, json=request, timeout=60)
+    assert stays.status_code == 200
     _settled(app)
     assert brake.calls == generations * max_tokens, "the answer must be long enough for the test to mean anything"
 
@@ -222,7 +236,7 @@ def test_client_that_leaves_stops_its_generation(start_server, brake, kind):
     brake.entered.clear()
     body = json.dumps(request).encode()
     with _connect(url) as sock:
-        sock.sendall(_head(path, body) + body)
+        sock.sendall(_head(path, body, cookie=cookie) + body)
         assert brake.entered.wait(20)
         time.sleep(0.3)
     _settled(app)
