@@ -10,6 +10,7 @@ demo: install
 	$(BIN)/domaintune demo
 
 test: install chromium
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The browser test drives Debian's chromium through Playwright (no Playwright browser download).

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from domaintune import demo_config, run_compare, run_evaluate, run_export, run_prepare, run_train
-from domaintune.compare import LatencySettings
+from domaintune.reporting.compare import LatencySettings
 
 QUALITY = ("perplexity", "accuracy", "macro_f1", "general_perplexity", "per_class", "confusion_matrix", "samples")
 

@@ -15,8 +15,8 @@ import json
 import shutil
 import tempfile
 
-import domaintune.train
-from domaintune.demo import demo_config
+import domaintune.training.train
+from domaintune.workflows.demo import demo_config
 
 
 def main() -> None:
@@ -25,10 +25,10 @@ def main() -> None:
     parser.add_argument("--all-logits", action="store_true")
     args = parser.parse_args()
     if args.all_logits:
-        domaintune.train.takes_loss_positions = lambda model: False
+        domaintune.training.train.takes_loss_positions = lambda model: False
     out = tempfile.mkdtemp(prefix="demo_steps_")
     cfg = demo_config([f"train.max_steps={args.steps}", f"train.output_dir={out}/lora"])
-    run = domaintune.train.run_train(cfg)
+    run = domaintune.training.train.run_train(cfg)
     card = json.loads((run / "run_card.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
     print(f"{domaintune.__file__}: {args.steps} steps{' (all logits)' if args.all_logits else ''}: "

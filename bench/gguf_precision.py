@@ -25,10 +25,10 @@ import torch
 from transformers import AutoTokenizer
 
 from domaintune import demo_config, run_prepare
-from domaintune.export import round_trip, tokenizer_pre, write_gguf
-from domaintune.prepare import read_split
-from domaintune.render import prompt_ids
-from domaintune.runs import BASE, is_adapter_run, load_run_model, run_card
+from domaintune.data.prepare import read_split
+from domaintune.export.gguf import round_trip, tokenizer_pre, write_gguf
+from domaintune.modeling.render import prompt_ids
+from domaintune.modeling.runs import BASE, is_adapter_run, load_run_model, run_card
 
 # (label, GGUF type of the 2-D weights, llama.cpp name prefixes kept f32)
 VARIANTS = [

@@ -26,8 +26,8 @@ if trim:
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from domaintune.models import resolve_model  # noqa: E402
-from domaintune.runtime import PeakRss  # noqa: E402
+from domaintune.core.runtime import PeakRss  # noqa: E402
+from domaintune.modeling.models import resolve_model  # noqa: E402
 
 torch.set_num_threads(2)
 model = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m"), dtype=torch.float32)

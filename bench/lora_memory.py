@@ -73,17 +73,17 @@ def main() -> None:
 def run_variant(spec: dict) -> dict:
     import psutil
 
-    import domaintune.train
+    import domaintune.training.train
     from domaintune import run_train
 
     imports = psutil.Process().memory_info().rss
     if "all-logits" in spec["undo"]:
-        domaintune.train.takes_loss_positions = lambda model: False
-    set_allocator = domaintune.train.return_freed_memory_at_once
+        domaintune.training.train.takes_loss_positions = lambda model: False
+    set_allocator = domaintune.training.train.return_freed_memory_at_once
     if "keep-freed" in spec["undo"]:
-        domaintune.train.return_freed_memory_at_once = lambda enabled: set_allocator(False)
+        domaintune.training.train.return_freed_memory_at_once = lambda enabled: set_allocator(False)
     if "return-at-once" in spec["undo"]:
-        domaintune.train.return_freed_memory_at_once = lambda enabled: set_allocator(True)
+        domaintune.training.train.return_freed_memory_at_once = lambda enabled: set_allocator(True)
     run = run_train(bench_config(Path(spec["work"]), spec["steps"], spec["batch"], spec["overrides"]))
     card = json.loads((run / "run_card.json").read_text())
     shutil.rmtree(run, ignore_errors=True)

@@ -26,7 +26,7 @@ def matmul_gflops(dtype: torch.dtype, m: int = 1024, k: int = 576, n: int = 1536
 def lora_step_tokens_per_second(model_name: str, batch: int, seq: int, bf16: bool, steps: int = 2) -> float:
     from peft import LoraConfig, get_peft_model
 
-    from domaintune.models import load_base
+    from domaintune.modeling.models import load_base
 
     model, _ = load_base(model_name)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
 
-    from domaintune.runtime import cpu_has_fast_bf16, resolve_precision
+    from domaintune.core.runtime import cpu_has_fast_bf16, resolve_precision
 
     print(f"threads={torch.get_num_threads()} capability={torch.backends.cpu.get_cpu_capability()} "
           f"native_bf16={cpu_has_fast_bf16()} auto->{resolve_precision('auto')}")

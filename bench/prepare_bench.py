@@ -27,15 +27,15 @@ from pathlib import Path
 
 from prepare_corpus import make_corpus, write_corpus_csv
 
-from domaintune.clean import clean_text, normalized_key
-from domaintune.config import load_config
-from domaintune.prep.dedup import add_band_keys, drop_exact, drop_near, jaccard, shingles
-from domaintune.prep.filters import apply_filters, measure
-from domaintune.prep.formats import iter_rows
-from domaintune.prep.readers import Table
-from domaintune.prep.report import BadRows, StepLog
-from domaintune.prep.store import Rows, row_schema, scratch_dir, spool
-from domaintune.prepare import _cached_tokenizer, read_data_card, run_prepare
+from domaintune.core.config import load_config
+from domaintune.data.clean import clean_text, normalized_key
+from domaintune.data.dedup import add_band_keys, drop_exact, drop_near, jaccard, shingles
+from domaintune.data.filters import apply_filters, measure
+from domaintune.data.formats import iter_rows
+from domaintune.data.prepare import _cached_tokenizer, read_data_card, run_prepare
+from domaintune.data.readers import Table
+from domaintune.data.report import BadRows, StepLog
+from domaintune.data.store import Rows, row_schema, scratch_dir, spool
 
 
 def run(n: int, num_proc: int, folder: Path) -> dict:

@@ -15,7 +15,7 @@ import random
 import re
 from pathlib import Path
 
-from domaintune.sources import named_dataset
+from domaintune.data.sources import named_dataset
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 

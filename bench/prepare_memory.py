@@ -37,9 +37,9 @@ def _anonymous_kib() -> int:
 
 def child(path: str, num_proc: int) -> None:
     """In a fresh process: run_prepare on `path` while a thread samples anonymous memory."""
-    from domaintune.config import load_config
-    from domaintune.errors import DomaintuneError
-    from domaintune.prepare import run_prepare
+    from domaintune.core.config import load_config
+    from domaintune.core.errors import DomaintuneError
+    from domaintune.data.prepare import run_prepare
 
     peak, stop = [_anonymous_kib()], threading.Event()
 

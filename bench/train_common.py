@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from domaintune import load_config, run_prepare
-from domaintune.config import Config
-from domaintune.demo import DEMO_SETTINGS
+from domaintune.core.config import Config
+from domaintune.workflows.demo import DEMO_SETTINGS
 
 MAX_LENGTH = 512  # the seed recipe pads every example to 512; every recipe cuts there too
 GIB = 1 << 30
@@ -43,9 +43,9 @@ def bench_config(root: Path, steps: int, batch: int, extra: list[str] | None = N
 
 def prepare_examples(cfg: Config) -> list[dict]:
     """The training rows every recipe sees, tokenized once by domaintune (prompt masked, answer labelled)."""
-    from domaintune.models import load_tokenizer, resolve_model
-    from domaintune.prepare import read_split
-    from domaintune.train import encode_rows
+    from domaintune.data.prepare import read_split
+    from domaintune.modeling.models import load_tokenizer, resolve_model
+    from domaintune.training.train import encode_rows
 
     if not (Path(cfg.data.output_dir) / "data_card.json").is_file():
         run_prepare(cfg)

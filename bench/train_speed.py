@@ -92,7 +92,7 @@ def main() -> None:
 def table(results: dict, examples: list[dict], peak_gflops: float) -> str:
     from transformers import AutoConfig
 
-    from domaintune.models import resolve_model
+    from domaintune.modeling.models import resolve_model
 
     model_config = AutoConfig.from_pretrained(resolve_model("smollm2-135m"))
     seed = results.get("seed", {}).get("tokens_per_second")
@@ -137,7 +137,7 @@ def run_recipe(spec: dict) -> dict:
 
 def run_domaintune(spec: dict, work: Path, examples: list[dict]) -> dict:
     from domaintune import run_train
-    from domaintune.runs import load_run_model
+    from domaintune.modeling.runs import load_run_model
 
     extra = {"lora": [], "lora-no-gc": ["train.gradient_checkpointing=false"], "full": ["train.method=full"]}
     cfg = bench_config(work, spec["bench_steps"], spec["bench_batch"],
@@ -158,9 +158,9 @@ def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-    from domaintune.methods import DEFAULT_LR, lora_config
-    from domaintune.models import load_tokenizer, resolve_model
-    from domaintune.runtime import PeakRss
+    from domaintune.core.runtime import PeakRss
+    from domaintune.modeling.methods import DEFAULT_LR, lora_config
+    from domaintune.modeling.models import load_tokenizer, resolve_model
 
     cfg = bench_config(work, spec["bench_steps"], spec["bench_batch"])
     set_seed(cfg.seed)

@@ -189,8 +189,8 @@ def served_runs(tiny_model_dir, tmp_path_factory) -> tuple[list[str], list[Path]
 @pytest.fixture(scope="session")
 def served_pool(served_runs):
     """`alpha`, `beta` and `base` loaded once, as `domaintune serve alpha beta --base` would."""
-    from domaintune.config import load_config
-    from domaintune.serve_models import ModelPool
+    from domaintune.core.config import load_config
+    from domaintune.serving.pool import ModelPool
 
     overrides, runs = served_runs
     return ModelPool([str(r) for r in runs], include_base=True, cfg=load_config(None, overrides))
@@ -208,8 +208,8 @@ def start_server(served_pool, tmp_path):
     runs them, in threads; all are stopped at the end of the test. Returns (url, app)."""
     import uvicorn
 
-    from domaintune.serve import ServeSettings, create_app
-    from domaintune.serve_http import uvicorn_config
+    from domaintune.serving.app import ServeSettings, create_app
+    from domaintune.serving.http_server import uvicorn_config
 
     started = []
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from domaintune.config import config_reference
+from domaintune.core.config import config_reference
 
 HEADER = "| key | default | description |\n|---|---|---|\n"
 

@@ -1,20 +1,21 @@
 """The Python API: one plain function per pipeline stage, each taking a validated `Config`."""
 
-from .baseline import run_baseline
-from .compare import LatencySettings, run_compare, text_table
-from .config import Config, config_reference, config_to_yaml, load_config
-from .demo import demo_config, run_demo
-from .errors import DomaintuneError
-from .evaluate import run_evaluate
-from .export import run_export
-from .feedback_export import run_feedback_export
-from .generate import run_generate
-from .io import read_json
-from .merge import run_merge
-from .prepare import run_prepare
-from .serve import ServeSettings, run_serve
-from .sweep import run_sweep
-from .train import run_train
+from domaintune.core.config import Config, config_reference, config_to_yaml, load_config
+from domaintune.core.errors import DomaintuneError
+from domaintune.core.io import read_json
+from domaintune.data.prepare import run_prepare
+from domaintune.evaluation.baseline import run_baseline
+from domaintune.evaluation.evaluate import run_evaluate
+from domaintune.export.gguf import run_export
+from domaintune.export.merge import run_merge
+from domaintune.modeling.generate import run_generate
+from domaintune.reporting.compare import LatencySettings, run_compare
+from domaintune.reporting.tables import text_table
+from domaintune.serving.app import ServeSettings, run_serve
+from domaintune.serving.feedback_export import run_feedback_export
+from domaintune.training.train import run_train
+from domaintune.workflows.demo import demo_config, run_demo
+from domaintune.workflows.sweep import run_sweep
 
 __all__ = [
     "Config",

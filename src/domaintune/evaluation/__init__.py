@@ -1,0 +1,2 @@
+"""Scoring, metrics, the TF-IDF baseline, `evaluate`. May import: data, modeling, core.
+"""

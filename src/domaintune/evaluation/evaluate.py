@@ -1,0 +1,127 @@
+"""Stage 3, evaluate: a run folder (or the base model) on the test split -> metrics.json.
+
+Perplexity is token-weighted over the test documents' own text (padding and each document's first
+token, which has no context, are not counted). Labelled data is also classified by scoring each label's
+log-likelihood as the assistant's answer, so base and adapted models are judged by the same rule.
+
+Forgetting is measured as perplexity on general English passages (`evaluate.general_text`, by default
+data/general_text.txt shipped in the package). We chose this over a KL divergence from the base model
+because it needs only the model being evaluated (a full fine-tune would otherwise need the base in
+memory beside it), it is defined for the base itself, and the number reads the same way as the domain
+perplexity: compare shows its change against the base as the price paid in general ability.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+
+from domaintune.core.config import Config, save_config
+from domaintune.core.errors import DomaintuneError, warn
+from domaintune.core.io import atomic_write_json
+from domaintune.core.outputs import check_output, config_inputs, staged_output
+from domaintune.core.runtime import configure_threads
+from domaintune.data.card import leak_warning
+from domaintune.data.prepare import read_data_card, read_split
+from domaintune.evaluation.metrics import classification_metrics
+from domaintune.evaluation.scoring import classify, generation_samples, perplexity
+from domaintune.modeling.runs import BASE, load_run_model, run_card, run_config
+from domaintune.modeling.seqcls import predict_labels
+
+
+def run_evaluate(cfg: Config, target: str = BASE, overwrite: bool = False) -> dict:
+    """Evaluate `target` (a run folder, or "base" for `cfg.model`) and write its metrics.json.
+
+    A run's metrics.json goes into the run folder; the base model's into `evaluate.base_output_dir`, an
+    existing folder there being replaced only if it is a base evaluation, or with `overwrite` (outputs.py).
+    """
+    if target == BASE:
+        check_base_output(cfg, overwrite)
+    configure_threads(cfg.threads)
+    model_cfg = cfg if target == BASE else run_config(target)
+    data_card = read_data_card(cfg.data.output_dir)
+    check_data(target, data_card, cfg.data.output_dir)
+    model, tokenizer = load_run_model(target, cfg)
+    model.eval()
+    ev = cfg.evaluate
+    rows = read_split(cfg.data.output_dir, "test")[: ev.max_examples]
+    labels = data_card.get("labels")
+
+    started = time.perf_counter()
+    metrics: dict = {"target": target, "base_model": model_cfg.model.name, "test_rows": len(rows),
+                     "data_fingerprint": data_card["fingerprint"]}
+    texts = [r["text"] for r in rows]
+    if target != BASE and model_cfg.train.task == "classification":
+        # A classification head has no language-model loss: it is judged by its predictions alone.
+        predicted = predict_labels(model, tokenizer, texts, labels, ev.max_length, ev.batch_size)
+        metrics.update(classification_metrics([r["label"] for r in rows], predicted, labels))
+        metrics["eval_seconds"] = round(time.perf_counter() - started, 2)
+        atomic_write_json(Path(target) / "metrics.json", metrics)
+        return metrics
+    metrics.update(perplexity(model, tokenizer, texts, ev.max_length, ev.batch_size))
+    if labels and tokenizer.chat_template:
+        predicted = classify(model, tokenizer, model_cfg, texts, labels, ev.max_length, ev.batch_size)
+        metrics.update(classification_metrics([r["label"] for r in rows], predicted, labels))
+    elif labels:
+        warn(f"tokenizer of '{model_cfg.model.name}' has no chat template, so labels are not scored as answers "
+             "(no accuracy/macro-F1); see docs/troubleshooting.md#no-chat-template", once=True)
+    general = general_passages(ev.general_text)
+    if general:
+        scored = perplexity(model, tokenizer, general, ev.max_length, ev.batch_size)
+        metrics["general_text"] = ev.general_text or "domaintune:data/general_text.txt"
+        metrics["general_perplexity"] = scored["perplexity"]
+        metrics["general_tokens_scored"] = scored["tokens_scored"]
+    metrics["samples"] = generation_samples(model, tokenizer, model_cfg, rows[: ev.samples], ev.max_length,
+                                            ev.sample_max_new_tokens)
+    metrics["eval_seconds"] = round(time.perf_counter() - started, 2)
+
+    if target != BASE:
+        atomic_write_json(Path(target) / "metrics.json", metrics)
+        return metrics
+    with staged_output(ev.base_output_dir, "evaluation", overwrite) as folder:
+        atomic_write_json(folder / "metrics.json", metrics)
+        save_config(cfg, folder)
+    return metrics
+
+
+def check_base_output(cfg: Config, overwrite: bool = False) -> Path:
+    inputs = [*config_inputs(cfg), cfg.data.output_dir, cfg.evaluate.general_text or None]
+    return check_output(cfg.evaluate.base_output_dir, "evaluation", inputs, overwrite, "evaluate.base_output_dir")
+
+
+def check_data(target: str, data_card: dict, data_dir: str) -> None:
+    """Test figures that would mislead: kept leaks (warned), a run evaluated on other prepared data than
+    it was trained on (warned: its test split may hold the run's training rows), and a classification
+    head meeting other labels (an error: its outputs would be named wrongly)."""
+    if leak_warning(data_card):
+        warn(f"{data_dir}: {leak_warning(data_card)}", once=True)
+    if target == BASE:
+        return
+    card = run_card(target)
+    if card.get("task") == "classification" and card.get("labels") != data_card.get("labels"):
+        raise DomaintuneError(
+            f"{target} was trained with labels {card.get('labels')}, but {data_dir} holds {data_card.get('labels')}: "
+            "evaluate on the data it was trained on; see docs/troubleshooting.md#evaluated-on-other-data"
+        )
+    if card.get("data_fingerprint") not in (None, data_card["fingerprint"]):
+        warn(f"{target} was trained on prepared data {card['data_fingerprint']}, but {data_dir} holds "
+             f"{data_card['fingerprint']}: its test rows may include rows the run trained on; "
+             "see docs/troubleshooting.md#evaluated-on-other-data")
+
+
+def general_passages(setting: str | None) -> list[str]:
+    """The forgetting set: the shipped passages when unset, none for "", else the user's file."""
+    if setting == "":
+        return []
+    if setting is None:
+        text = resources.files("domaintune").joinpath("data/general_text.txt").read_text(encoding="utf-8")
+    else:
+        path = Path(setting)
+        if not path.is_file():
+            raise DomaintuneError(f"evaluate.general_text: file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+    passages = [line.strip() for line in text.splitlines() if line.strip()]
+    if setting is not None and not passages:
+        raise DomaintuneError(f"evaluate.general_text: {setting} holds no text")
+    return passages

@@ -1,0 +1,2 @@
+"""Merged models and GGUF files. May import: evaluation, data, modeling, core.
+"""

@@ -1,0 +1,69 @@
+"""Task `classification`: a sequence-classification head on an encoder (BERT, KcBERT) or a decoder (Llama).
+
+The model predicts the label from its head instead of generating it, which is what encoder models
+need and is often cheaper for decoders too.
+"""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+
+from domaintune.core.errors import DomaintuneError
+
+
+def load_classifier(source: str, labels: list[str], revision: str | None = None) -> PreTrainedModel:
+    """The model with a fresh (or, for a fine-tuned folder, its saved) head for `labels`."""
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            revision=revision,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            dtype=torch.float32,
+        )
+    except (OSError, ValueError) as exc:
+        raise DomaintuneError(f"could not load '{source}' for classification: {str(exc).splitlines()[0]}; "
+                              "see docs/troubleshooting.md#model-not-found") from None
+    return model
+
+
+def set_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    # Decoder classifiers read the last non-pad token, so the model must know which id is padding.
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def encode_classification(
+    rows: list[dict], tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int
+) -> Dataset:
+    index = {label: i for i, label in enumerate(labels)}
+    encoded = []
+    for row in rows:
+        if row["label"] not in index:
+            raise DomaintuneError(f"row {row['id']}: label '{row['label']}' is not among the labels {labels}")
+        ids = tokenizer(row["text"], truncation=True, max_length=max_length)["input_ids"]
+        encoded.append({"input_ids": ids, "labels": index[row["label"]], "length": len(ids)})
+    return Dataset.from_list(encoded)
+
+
+@torch.no_grad()
+def predict_labels(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    labels: list[str],
+    max_length: int,
+    batch_size: int,
+) -> list[str]:
+    predicted: list[str] = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True,
+            return_tensors="pt",
+        )
+        logits = model(**batch).logits
+        predicted += [labels[i] for i in logits.argmax(-1).tolist()]
+    return predicted

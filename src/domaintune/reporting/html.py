@@ -1,0 +1,140 @@
+"""report.html: one self-contained page (inline SVG plots, no scripts, no network) from comparison.json.
+
+Each plot's caption names the comparison.json fields it draws, and the table headers carry the field
+names, so every number on the page can be traced back to the JSON embedded at the bottom.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; figures are rendered straight to SVG text
+import matplotlib.pyplot as plt  # noqa: E402
+
+from domaintune.reporting.tables import COLUMNS, cell, latency_notes  # noqa: E402
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}
+th code{font-size:10px;color:#666}figure{display:inline-block;margin:0 1em 1em 0}
+figcaption{font-size:12px;color:#444;max-width:520px}pre{white-space:pre-wrap;font-size:11px}"""
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _figure(fig, caption: str) -> str:
+    return f"<figure>{_svg(fig)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def loss_plot(curves: dict[str, list[dict]]) -> str | None:
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for name, points in curves.items():
+        ax.plot([p["step"] for p in points], [p["loss"] for p in points], marker=".", label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    return _figure(fig, "Training loss, overlaid: loss_curves.<run>[].loss against .step (from metrics.jsonl).")
+
+
+def quality_cost_plot(rows: list[dict]) -> str | None:
+    quality = "accuracy" if any(r.get("accuracy") is not None for r in rows) else "perplexity"
+    costs = [("train_wall_seconds", "training time (s)"), ("peak_rss_generating_bytes", "peak memory generating (MiB)"),
+             ("peak_rss_classifying_bytes", "peak memory classifying (MiB)"), ("weights_bytes", "size on disk (MiB)")]
+    costs = [c for c in costs if any(r.get(c[0]) is not None and r.get(quality) is not None for r in rows)]
+    if not costs:
+        return None
+    fig, axes = plt.subplots(1, len(costs), figsize=(4 * len(costs), 3.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], costs, strict=True):
+        for row in rows:
+            value = row.get(key)
+            if key == "train_wall_seconds":
+                if row["variant"] == "lora-merged":
+                    continue  # the same training as its unmerged row
+                if row["variant"] == "base":
+                    value = 0.0  # the base costs no training
+            if value is None or row.get(quality) is None:
+                continue
+            x = value / 2**20 if key.endswith("bytes") else value
+            ax.scatter([x], [row[quality]])
+            ax.annotate(row["name"], (x, row[quality]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel(quality)
+    fig.tight_layout()
+    names = ", ".join(k for k, _ in costs)
+    return _figure(fig, f"Quality versus cost: rows[].{quality} against rows[].{{{names}}} (bytes shown in MiB).")
+
+
+def latency_plot(rows: list[dict]) -> str | None:
+    timed = [r for r in rows if r.get("latency_p50_ms") is not None]
+    if not timed:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    xs = range(len(timed))
+    ax.bar([x - 0.2 for x in xs], [r["latency_p50_ms"] for r in timed], width=0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], [r.get("latency_p95_ms") or 0 for r in timed], width=0.4, label="p95")
+    ax.set_xticks(list(xs), [f"{r['name']}\n({r.get('latency_kind')})" for r in timed], rotation=20, fontsize=8)
+    ax.set_ylabel("ms per request")
+    ax.legend()
+    return _figure(fig, "Latency per request: rows[].latency_p50_ms and rows[].latency_p95_ms, labelled with "
+                        "rows[].latency_kind; bars of different kinds time different work (see the notes above).")
+
+
+def table_html(rows: list[dict]) -> str:
+    present = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    head = "".join(f"<th>{html.escape(h)}<br><code>{k}</code></th>" for k, h, _ in present)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(r.get(k), f))}</td>" for k, _, f in present) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def samples_html(rows: list[dict]) -> str:
+    with_samples = [r for r in rows if r.get("samples") and r["variant"] != "lora-merged"]
+    if not with_samples:
+        return "<p>No generation samples (evaluate.samples=0).</p>"
+    first = with_samples[0]["samples"]
+    head = "<th>prompt <code>samples[].prompt</code></th><th>reference <code>samples[].reference</code></th>"
+    head += "".join(f"<th>{html.escape(r['name'])} <code>samples[].output</code></th>" for r in with_samples)
+    body = ""
+    for i, sample in enumerate(first):
+        outputs = "".join(
+            f"<td>{html.escape(r['samples'][i]['output']) if i < len(r['samples']) else '-'}</td>"
+            for r in with_samples
+        )
+        body += (f"<tr><td><pre>{html.escape(sample['prompt'][:600])}</pre></td>"
+                 f"<td>{html.escape(str(sample['reference']))}</td>{outputs}</tr>")
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(report: dict) -> str:
+    rows = report["rows"]
+    # Labels are run names, which may hold "$": mathtext would draw "$x$" as math and fail on "$^$".
+    with plt.rc_context({"text.parse_math": False}):
+        plots = [p for p in (loss_plot(report.get("loss_curves", {})), quality_cost_plot(rows), latency_plot(rows))
+                 if p]
+    settings = report.get("latency_settings")
+    timing = ("Inference timed per request in a fresh process per model, "
+              f"{settings['warmup']} warm-up requests excluded, tokenization excluded (latency_settings)."
+              if settings else "Inference cost of the language models was not measured.")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in latency_notes(rows))
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>domaintune comparison</title>",
+        f"<style>{STYLE}</style></head><body><h1>domaintune comparison</h1>",
+        f"<p>{html.escape(timing)} Header codes are comparison.json field names (rows[]).</p>",
+        table_html(rows), f"<p>What one timed request is, by <code>latency_kind</code>:</p><ul>{notes}</ul>"
+        if notes else "", "<h2>Plots</h2>", *plots, "<h2>Generation samples</h2>", samples_html(rows),
+        "<h2>comparison.json</h2><details><summary>all figures</summary><pre>",
+        html.escape(json.dumps(report, indent=1)), "</pre></details></body></html>",
+    ]
+    return "\n".join(parts)

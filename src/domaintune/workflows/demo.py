@@ -1,0 +1,108 @@
+"""`domaintune demo`: the whole path on the embedded model and data, sized for a 2-core CPU.
+
+prepare -> evaluate base -> LoRA-train -> evaluate adapted -> compare. With `--compare` it also fits
+the TF-IDF baseline and trains full fine-tuning on the same rows, then times every model and writes
+report.html for base vs LoRA (unmerged and merged) vs full vs TF-IDF. The settings live in
+`DEMO_SETTINGS` (the same keys as any config); `configs/demo.yaml` spells them out and a test keeps the
+two equal.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from domaintune.core.config import Config, load_config
+from domaintune.data.prepare import check_prepare_output, run_prepare
+from domaintune.evaluation.baseline import check_baseline_output, run_baseline
+from domaintune.evaluation.evaluate import check_base_output, run_evaluate
+from domaintune.reporting.compare import LatencySettings, check_compare_output, run_compare
+from domaintune.reporting.tables import text_table
+from domaintune.training.train import check_train_output, run_train
+
+DEMO_ROOT = "runs/demo"
+DEMO_SETTINGS = [
+    f"data.output_dir={DEMO_ROOT}/prepared",
+    "prompt.system=You label the sentiment of drug reviews.",
+    "train.method=lora",
+    "train.task=sft",
+    # Loss on the whole sequence, so that the domain's language is learned and shows in perplexity.
+    "train.loss_on=all",
+    "train.lora.r=16",
+    "train.lora.alpha=32",
+    "train.learning_rate=0.0005",
+    "train.epochs=1",
+    "train.max_train_rows=200",
+    "train.max_length=160",
+    "train.batch_size=8",
+    # Speed over memory: 8 rows of at most 160 tokens fit a few GiB without recomputing activations,
+    # which would make this LoRA run about 2.6x slower (BENCHMARKS.md, training speed and memory).
+    "train.gradient_checkpointing=false",
+    f"train.output_dir={DEMO_ROOT}/lora",
+    "evaluate.max_examples=120",
+    "evaluate.max_length=160",
+    f"evaluate.base_output_dir={DEMO_ROOT}/base",
+    f"evaluate.baseline_output_dir={DEMO_ROOT}/tfidf",
+]
+FULL_LEARNING_RATE = 5e-5  # 10x below LoRA's: updating every weight needs smaller steps
+
+
+def demo_config(overrides: list[str] | None = None) -> Config:
+    return load_config(None, DEMO_SETTINGS + list(overrides or []))
+
+
+def full_config(cfg: Config) -> Config:
+    """`cfg` for the full fine-tune of `demo --compare`; its run folder sits beside the LoRA run's."""
+    full = cfg.model_copy(deep=True)
+    full.train.method = "full"
+    full.train.learning_rate = FULL_LEARNING_RATE
+    full.train.output_dir = str(Path(cfg.train.output_dir).parent / "full")
+    return full
+
+
+def run_demo(cfg: Config | None = None, log=print, compare: bool = False,
+             latency: LatencySettings | None = None, overwrite: bool = False) -> Path:
+    """Run the demo; returns the path of report.html. `log` receives one line per stage.
+
+    Every folder it writes is checked before the first stage starts (outputs.py): an existing folder
+    that is not domaintune's output of the same kind stops the demo at once, unless `overwrite`.
+    """
+    cfg = cfg or demo_config()
+    configs = [cfg, full_config(cfg)] if compare else [cfg]
+    folders = [cfg.evaluate.base_output_dir, *(c.train.output_dir for c in configs)]
+    folders += [cfg.evaluate.baseline_output_dir] if compare else []
+    out = Path(cfg.train.output_dir).parent / "compare"
+    check_prepare_output(cfg, overwrite)
+    check_base_output(cfg, overwrite)
+    for run_cfg in configs:
+        check_train_output(run_cfg, overwrite)
+    if compare:
+        check_baseline_output(cfg, overwrite)
+    check_compare_output(folders, out, overwrite)
+
+    steps = 7 if compare else 4
+    log(f"[1/{steps}] prepare {cfg.data.source} -> {cfg.data.output_dir}")
+    run_prepare(cfg, overwrite)
+    log(f"[2/{steps}] evaluate base model {cfg.model.name}")
+    run_evaluate(cfg, overwrite=overwrite)
+    names = ["base"]
+    step = 3
+    for run_cfg in configs:
+        t = run_cfg.train
+        log(f"[{step}/{steps}] train {t.method} ({t.task}, loss on {t.loss_on}) -> {t.output_dir}")
+        run_dir = run_train(run_cfg, overwrite=overwrite)
+        log(f"[{step + 1}/{steps}] evaluate {run_dir}")
+        run_evaluate(run_cfg, str(run_dir))
+        names.append(t.method)
+        step += 2
+    if compare:
+        log(f"[{steps}/{steps}] TF-IDF + logistic regression baseline -> {cfg.evaluate.baseline_output_dir}")
+        run_baseline(cfg, overwrite)
+        names.append("tfidf")
+    report = run_compare(folders, out, names, latency=(latency or LatencySettings()) if compare else None,
+                         threads=cfg.threads, log=log, overwrite=overwrite)
+    rows = json.loads((out / "comparison.json").read_text(encoding="utf-8"))["rows"]
+    log("")
+    log(text_table(rows))
+    log(f"\nreport: {report}")
+    return report
