@@ -5,7 +5,7 @@ sentences of different reviews, so they are not near copies of each other). Into
 10% exact duplicates (case and spacing changed) and 10% near duplicates (one word deleted, replaced or
 added in a review of 30+ words), shuffled so that a copy may come before its original.
 
-Only `domaintune.sources` is used, so the memory benchmark can also run an older tree of the project.
+Only `named_dataset` is used, so the memory benchmark can also run an older tree of the project.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ import random
 import re
 from pathlib import Path
 
-from domaintune.data.sources import named_dataset
+try:
+    from domaintune.data.sources import named_dataset
+except ImportError:  # a tree from before the packages by layer
+    from domaintune.sources import named_dataset
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 

@@ -37,9 +37,8 @@ def _anonymous_kib() -> int:
 
 def child(path: str, num_proc: int) -> None:
     """In a fresh process: run_prepare on `path` while a thread samples anonymous memory."""
-    from domaintune.core.config import load_config
-    from domaintune.core.errors import DomaintuneError
-    from domaintune.data.prepare import run_prepare
+    # The package's top-level names, which older trees (`--src`) export too.
+    from domaintune import DomaintuneError, load_config, run_prepare
 
     peak, stop = [_anonymous_kib()], threading.Event()
 

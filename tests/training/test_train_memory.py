@@ -38,7 +38,7 @@ def test_peak_rss_is_this_blocks_peak_not_the_processes():
 
 FRAGMENT = """
 import sys, psutil, torch
-from domaintune.runtime import return_freed_memory_at_once
+from domaintune.core.runtime import return_freed_memory_at_once
 if sys.argv[1] in ("set", "set-then-keep"):
     assert return_freed_memory_at_once()
 if sys.argv[1] == "set-then-keep":  # a lean run, then a run chosen for speed, in one process

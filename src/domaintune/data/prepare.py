@@ -10,7 +10,7 @@ Output folder layout (the contract with the train stage):
     token_lengths.png                     token-length histogram per split (chosen model's tokenizer)
     config.yaml                           the resolved config that produced it
 
-The steps live in `domaintune.prep`, one module each; this module only runs them in order. Rows stream
+The steps live beside it in `domaintune.data`, one module each; this module only runs them in order. Rows stream
 from the sources into memory-mapped Arrow files in a scratch folder next to the output (removed when
 the run ends, also on failure); every step after reading works on `Rows` views of them (prep/store.py).
 """

@@ -1,6 +1,6 @@
 """Inference cost of one model, measured in a fresh process: load time, latency, throughput, memory.
 
-compare starts `python -m domaintune.latency SPEC OUT` once per model, so that one model's memory
+compare starts `python -m domaintune.reporting.latency SPEC OUT` once per model, so that one model's memory
 (allocator caches, the base loaded for an adapter) never shows up in the next model's figures.
 
 A model is timed by what it does per request (batch of one), its `latency_kind`:
