@@ -1,4 +1,8 @@
-"""Rewrite the config reference table at the end of README.md from the schema (`make docs`)."""
+"""Rewrite the config reference at the end of README.md from the schema (`make docs`).
+
+Everything after the table header is generated: the reference is README's last section, so no
+hand-written copy can linger below it (tests/core/test_config.py checks the whole tail).
+"""
 
 from pathlib import Path
 
@@ -9,10 +13,4 @@ HEADER = "| key | default | description |\n|---|---|---|\n"
 readme = Path(__file__).resolve().parents[1] / "README.md"
 text = readme.read_text(encoding="utf-8")
 start = text.index(HEADER) + len(HEADER)
-end = start
-lines = text[start:].splitlines(keepends=True)
-for line in lines:
-    if not line.startswith("| `"):
-        break
-    end += len(line)
-readme.write_text(text[:start] + "\n".join(config_reference()) + "\n" + text[end:], encoding="utf-8")
+readme.write_text(text[:start] + "\n".join(config_reference()) + "\n", encoding="utf-8")

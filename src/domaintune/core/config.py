@@ -25,6 +25,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class Settings(_Section):
+    """Settings a command takes from its flags rather than the config (serve's limits, compare's timing):
+    typed, described and checked like a config section; a bad or unknown one is a DomaintuneError of one
+    line naming the key."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, arbitrary_types_allowed=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise DomaintuneError(f"{type(self).__name__}: {describe_validation_error(exc, type(self))}") from None
+
+
 class ModelConfig(_Section):
     name: str = Field(
         "smollm2-135m",
@@ -417,8 +431,8 @@ def validate_config(raw: dict[str, Any], where: str = "config") -> Config:
         raise DomaintuneError(f"{where}: {describe_validation_error(exc)}") from None
 
 
-def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    section: type[BaseModel] = Config
+def _section_at(loc: tuple[Any, ...], root: type[BaseModel] = Config) -> type[BaseModel] | None:
+    section: type[BaseModel] = root
     parts = iter(loc)
     for part in parts:
         field = section.model_fields.get(str(part))
@@ -432,7 +446,7 @@ def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return section
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError, root: type[BaseModel] = Config) -> str:
     """The first error as one line: unknown keys with a suggestion, type errors with the expected type."""
     err = exc.errors()[0]
     loc = tuple(str(p) for p in err["loc"])
@@ -441,7 +455,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         message = str(err["ctx"]["error"])  # a validator's own message names its keys
         return f"sweep.space: '{loc[2]}': {message}" if loc[:2] == ("sweep", "space") and len(loc) > 2 else message
     if err["type"] == "extra_forbidden":
-        section = _section_at(loc[:-1])
+        section = _section_at(loc[:-1], root)
         known = list(section.model_fields) if section else []
         close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.5) or sorted(
             (k for k in known if loc[-1].startswith(k) or k.startswith(loc[-1])), key=len, reverse=True
@@ -450,7 +464,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         if not close and known:
             hint = f" (known keys here: {', '.join(known)})"
         return f"unknown key '{key}'{hint}"
-    section = _section_at(loc[:-1])
+    section = _section_at(loc[:-1], root)
     field = section.model_fields.get(loc[-1]) if section else None
     expected = _type_name(field.annotation) if field else "a valid value"
     return f"key '{key}' expects {expected}, got {err.get('input')!r} ({err['msg']})"

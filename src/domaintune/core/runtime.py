@@ -7,6 +7,8 @@ import os
 import platform
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 
 import psutil
@@ -45,6 +47,8 @@ def resolve_precision(setting: str) -> str:
 
 
 def configure_threads(threads: int | None) -> int:
+    """Set torch's threads for the whole process: only for a process domaintune started itself (the latency
+    child); a stage run from Python uses `process.config_threads`, which puts the count back."""
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
@@ -71,6 +75,29 @@ def return_freed_memory_at_once(enabled: bool = True) -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, RETURN_AT_ONCE if enabled else KEEP_FOR_REUSE))
     except (OSError, AttributeError):
         return False
+
+
+_allocator_choice: bool | None = None  # what this process last chose: glibc has no getter for the threshold
+
+
+@contextmanager
+def freed_memory_policy(return_at_once: bool | None) -> Iterator[None]:
+    """`return_freed_memory_at_once(return_at_once)` inside the block (None: leave the allocator alone), then
+    the choice made before. The setting is process-wide by nature (one malloc per process), so a stage
+    that needs it sets it for its run only; where nothing was chosen before, it goes back to
+    KEEP_FOR_REUSE, the threshold glibc itself settles at (glibc cannot be returned to its dynamic mode)."""
+    global _allocator_choice
+    if return_at_once is None:
+        yield
+        return
+    before = _allocator_choice
+    return_freed_memory_at_once(return_at_once)
+    _allocator_choice = return_at_once
+    try:
+        yield
+    finally:
+        return_freed_memory_at_once(bool(before))
+        _allocator_choice = before
 
 
 class PeakRss:

@@ -34,14 +34,12 @@ def token_stats(lengths: dict[str, np.ndarray]) -> dict[str, dict]:
 
 def write_histogram(lengths: dict[str, np.ndarray], tokenizer_name: str, path: Path) -> None:
     """One step histogram per split on shared bins, so the splits' shapes can be compared at a glance."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend to select, nothing global to close
 
     longest = max((int(np.max(values)) for values in lengths.values() if len(values)), default=0)
     bins = np.linspace(0, longest + 1, 41)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.subplots()
     for name, values in lengths.items():
         if len(values):
             share = np.full(len(values), 1 / len(values))  # bar height = share of the split's rows
@@ -52,7 +50,6 @@ def write_histogram(lengths: dict[str, np.ndarray], tokenizer_name: str, path: P
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def garbled_rows(rows: Rows) -> dict:

@@ -39,7 +39,14 @@ def chosen_rows(rows: Rows, max_rows: int | None, seed: int) -> Rows:
 
 
 def paraphrases(rows: Rows, cfg: Config, rejected: Counter) -> Iterator[dict]:
-    from domaintune.core.runtime import configure_threads, device_name
+    from domaintune.core.process import torch_threads
+
+    with torch_threads(cfg.threads):
+        yield from _paraphrases(rows, cfg, rejected)
+
+
+def _paraphrases(rows: Rows, cfg: Config, rejected: Counter) -> Iterator[dict]:
+    from domaintune.core.runtime import device_name
     from domaintune.modeling.generate import generate_batch
     from domaintune.modeling.models import load_base
     from domaintune.modeling.render import prompt_ids
@@ -48,7 +55,6 @@ def paraphrases(rows: Rows, cfg: Config, rejected: Counter) -> Iterator[dict]:
     rows = chosen_rows(rows, cfg.data.augment.max_rows, cfg.seed)
     if not len(rows):
         return
-    configure_threads(cfg.threads)
     model, tokenizer = load_base(cfg.model.name, cfg.model.revision)
     if not tokenizer.chat_template:
         raise DomaintuneError(f"data.augment.method=paraphrase needs a chat model; '{cfg.model.name}' has no "

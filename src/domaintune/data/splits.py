@@ -23,10 +23,12 @@ Codes = tuple[np.ndarray, list[str]]  # one code per row, and the value each cod
 
 
 def _too_few(n: int, name: str, fractions: dict[str, float], unit: str = "rows") -> DomaintuneError:
+    # train has no fraction of its own: it gets what the others leave, so they are what to lower.
+    fix = "lower data.val_fraction / data.test_fraction" if name == "train" else f"raise data.{name}_fraction"
     return DomaintuneError(
         f"{n} {unit} are too few for the requested split ({'/'.join(fractions)} = "
         f"{'/'.join(f'{f:.2f}' for f in fractions.values())}): "
-        f"'{name}' would be empty; add data or raise data.{name}_fraction; see docs/troubleshooting.md#too-few-rows"
+        f"'{name}' would be empty; add data or {fix}; see docs/troubleshooting.md#too-few-rows"
     )
 
 

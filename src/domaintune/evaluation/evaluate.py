@@ -21,7 +21,7 @@ from domaintune.core.config import Config, save_config
 from domaintune.core.errors import DomaintuneError, warn
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, staged_output
-from domaintune.core.runtime import configure_threads
+from domaintune.core.process import config_threads
 from domaintune.data.card import leak_warning
 from domaintune.data.prepare import read_data_card, read_split
 from domaintune.evaluation.metrics import classification_metrics
@@ -30,6 +30,7 @@ from domaintune.modeling.runs import BASE, load_run_model, run_card, run_config
 from domaintune.modeling.seqcls import predict_labels
 
 
+@config_threads
 def run_evaluate(cfg: Config, target: str = BASE, overwrite: bool = False) -> dict:
     """Evaluate `target` (a run folder, or "base" for `cfg.model`) and write its metrics.json.
 
@@ -38,7 +39,6 @@ def run_evaluate(cfg: Config, target: str = BASE, overwrite: bool = False) -> di
     """
     if target == BASE:
         check_base_output(cfg, overwrite)
-    configure_threads(cfg.threads)
     model_cfg = cfg if target == BASE else run_config(target)
     data_card = read_data_card(cfg.data.output_dir)
     check_data(target, data_card, cfg.data.output_dir)

@@ -10,7 +10,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from domaintune.core.config import Config
-from domaintune.core.runtime import configure_threads
+from domaintune.core.process import config_threads
 from domaintune.modeling.render import prompt_ids
 from domaintune.modeling.runs import BASE, load_run_model, run_config
 
@@ -46,6 +46,7 @@ def generate_batch(
     return results
 
 
+@config_threads
 def run_generate(
     cfg: Config,
     text: str,
@@ -55,7 +56,6 @@ def run_generate(
     raw: bool = False,
 ) -> str:
     """Answer `text` rendered as the task's user turn (or, with `raw`, `text` as a chat message)."""
-    configure_threads(cfg.threads)
     model_cfg = cfg if target == BASE else run_config(target)
     model, tokenizer = load_run_model(target, cfg)
     model.eval()

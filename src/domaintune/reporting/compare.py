@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
-from domaintune.core.config import load_config
+from domaintune.core.config import Settings, load_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, atomic_write_text, read_json
 from domaintune.core.outputs import check_output, staged_output
@@ -36,13 +36,14 @@ QUALITY_KEYS = ("perplexity", "test_loss", "accuracy", "macro_f1", "general_perp
 CARD_KEYS = ("task", "labels", "trainable_parameters", "total_parameters", "weights_bytes", "train_wall_seconds",
              "train_tokens_per_second", "steps", "train_tokens")
 
-@dataclass
-class LatencySettings:
-    prompts: int = 8  # the first test rows, rendered as the task's prompt
-    max_new_tokens: int = 16
-    warmup: int = 2
-    repeats: int = 1
-    max_length: int = 160
+class LatencySettings(Settings):
+    """How `compare` times each model (its flags; the models' own configs come from their folders)."""
+
+    prompts: int = Field(8, ge=1, description="The first test rows, rendered as the task's prompt, timed per model.")
+    max_new_tokens: int = Field(16, ge=1, description="Tokens generated per request.")
+    warmup: int = Field(2, ge=0, description="Untimed requests before timing.")
+    repeats: int = Field(1, ge=1, description="Passes over the timed prompts.")
+    max_length: int = Field(160, ge=1, description="Prompt tokens kept per request.")
 
 
 def read_folder(folder: str | Path, name: str | None = None) -> dict:
@@ -141,7 +142,7 @@ def measure_row(row: dict, texts: list[str], settings: LatencySettings, work_dir
                 threads: int | None) -> dict:
     cfg = load_config(Path(row["folder"]) / "config.yaml", [f"threads={threads}"] if threads else [])
     spec = {"target": "base" if row["method"] == "base" else row["folder"], "variant": row["variant"],
-            "task": row.get("task"), "config": cfg.model_dump(mode="json"), "texts": texts, **asdict(settings)}
+            "task": row.get("task"), "config": cfg.model_dump(mode="json"), "texts": texts, **settings.model_dump()}
     if row["variant"] != "lora-merged":
         return measure_in_subprocess(spec, work_dir)
     from domaintune.export.merge import run_merge
@@ -187,7 +188,7 @@ def run_compare(
                         row["total_parameters"] = row["inference_parameters"]
             shutil.rmtree(folder / ".latency", ignore_errors=True)
         add_relative_figures(rows)
-        report = {"rows": rows, "latency_settings": asdict(latency) if latency else None, "latency_texts": texts,
+        report = {"rows": rows, "latency_settings": latency.model_dump() if latency else None, "latency_texts": texts,
                   "loss_curves": {r["name"]: loss_curve(r["folder"]) for r in rows
                                   if r["variant"] in ("lora", "full")}}
         atomic_write_json(folder / "comparison.json", report)

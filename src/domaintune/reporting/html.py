@@ -11,11 +11,9 @@ import io
 import json
 
 import matplotlib
+from matplotlib.figure import Figure  # not pyplot: no backend to select, no global figure list to close
 
-matplotlib.use("Agg")  # no display; figures are rendered straight to SVG text
-import matplotlib.pyplot as plt  # noqa: E402
-
-from domaintune.reporting.tables import COLUMNS, cell, latency_notes  # noqa: E402
+from domaintune.reporting.tables import COLUMNS, cell, latency_notes
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}
@@ -26,7 +24,6 @@ figcaption{font-size:12px;color:#444;max-width:520px}pre{white-space:pre-wrap;fo
 def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
@@ -39,7 +36,8 @@ def loss_plot(curves: dict[str, list[dict]]) -> str | None:
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig = Figure(figsize=(5.5, 3.2))
+    ax = fig.subplots()
     for name, points in curves.items():
         ax.plot([p["step"] for p in points], [p["loss"] for p in points], marker=".", label=name)
     ax.set_xlabel("optimizer step")
@@ -55,7 +53,8 @@ def quality_cost_plot(rows: list[dict]) -> str | None:
     costs = [c for c in costs if any(r.get(c[0]) is not None and r.get(quality) is not None for r in rows)]
     if not costs:
         return None
-    fig, axes = plt.subplots(1, len(costs), figsize=(4 * len(costs), 3.2), squeeze=False)
+    fig = Figure(figsize=(4 * len(costs), 3.2))
+    axes = fig.subplots(1, len(costs), squeeze=False)
     for ax, (key, label) in zip(axes[0], costs, strict=True):
         for row in rows:
             value = row.get(key)
@@ -80,7 +79,8 @@ def latency_plot(rows: list[dict]) -> str | None:
     timed = [r for r in rows if r.get("latency_p50_ms") is not None]
     if not timed:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
     xs = range(len(timed))
     ax.bar([x - 0.2 for x in xs], [r["latency_p50_ms"] for r in timed], width=0.4, label="p50")
     ax.bar([x + 0.2 for x in xs], [r.get("latency_p95_ms") or 0 for r in timed], width=0.4, label="p95")
@@ -120,7 +120,7 @@ def samples_html(rows: list[dict]) -> str:
 def render_html(report: dict) -> str:
     rows = report["rows"]
     # Labels are run names, which may hold "$": mathtext would draw "$x$" as math and fail on "$^$".
-    with plt.rc_context({"text.parse_math": False}):
+    with matplotlib.rc_context({"text.parse_math": False}):
         plots = [p for p in (loss_plot(report.get("loss_curves", {})), quality_cost_plot(rows), latency_plot(rows))
                  if p]
     settings = report.get("latency_settings")

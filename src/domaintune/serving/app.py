@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from domaintune.core.config import Config
+from domaintune.core.config import Config, Settings
 from domaintune.core.errors import DomaintuneError
-from domaintune.core.runtime import configure_threads
+from domaintune.core.process import config_threads
 from domaintune.serving.feedback_store import FeedbackStore, default_db_path
 from domaintune.serving.guard import (
     ApiError,
@@ -40,23 +40,27 @@ from domaintune.serving.reviewers import Reviewers
 API_KEY_ENV = "DOMAINTUNE_API_KEY"
 
 
-@dataclass
-class ServeSettings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    db_path: str | Path | None = None  # default: feedback.sqlite in the folder holding the first run
-    max_body_bytes: int = 256 * 1024
-    max_prompt_tokens: int = 2048
-    max_tokens: int = 512
-    max_waiting: int = 32  # requests that may queue for the model; more get 429
-    queue_timeout: float = 120.0  # seconds a request may wait for the model; then 503 with Retry-After
-    max_per_client: int = 16  # requests in progress per client address; more get 429
-    body_timeout: float = 30.0  # seconds to send a request body; then 408
-    head_timeout: float = 10.0  # seconds to send a request's headers after connecting (or the last answer)
-    seed: int | None = None  # fixes the review page's draws (tests); unset: system randomness
-    reviewers_file: str | Path | None = None  # 'NAME TOKEN' lines; unset: a cookie token per browser
-    review_sampling: ReviewSampling = field(default_factory=ReviewSampling)  # the same for every comparison
+class ServeSettings(Settings):
+    """`domaintune serve`'s flags (the config's keys come from `-c` as for every verb)."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; a non-loopback one needs an API key.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
+    api_key: str | None = Field(None, description="Bearer token clients must send; unset: none (loopback only).")
+    db_path: str | Path | None = Field(None, description="Votes database; unset: feedback.sqlite beside the first run.")
+    max_body_bytes: int = Field(256 * 1024, ge=1, description="Largest request body.")
+    max_prompt_tokens: int = Field(2048, ge=1, description="Longest prompt, in tokens.")
+    max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask.")
+    max_waiting: int = Field(32, ge=0, description="Requests that may queue for the model; more get 429.")
+    queue_timeout: float = Field(120.0, gt=0, description="Seconds a request may wait for the model; then 503.")
+    max_per_client: int = Field(16, ge=1, description="Requests in progress per client address; more get 429.")
+    body_timeout: float = Field(30.0, gt=0, description="Seconds to send a request body; then 408.")
+    head_timeout: float = Field(10.0, gt=0, description="Seconds to send a request's headers; then the "
+                                "connection is closed.")
+    seed: int | None = Field(None, description="Fixes the review page's draws (tests); unset: system randomness.")
+    reviewers_file: str | Path | None = Field(None, description="'NAME TOKEN' lines; unset: a cookie token per "
+                                              "browser.")
+    review_sampling: ReviewSampling = Field(default_factory=ReviewSampling,
+                                            description="How every review comparison is sampled (the server's).")
 
 
 def create_app(pool: ModelPool, settings: ServeSettings, runs: list[str | Path] | None = None) -> FastAPI:
@@ -100,6 +104,7 @@ def create_app(pool: ModelPool, settings: ServeSettings, runs: list[str | Path] 
     return app
 
 
+@config_threads  # on a busy CPU one thread can be several times faster than all
 def run_serve(cfg: Config, runs: list[str], include_base: bool, settings: ServeSettings) -> None:
     """Load the base model once with every run's adapter, then serve until interrupted."""
     import uvicorn
@@ -108,7 +113,6 @@ def run_serve(cfg: Config, runs: list[str], include_base: bool, settings: ServeS
 
     settings.api_key = settings.api_key or os.environ.get(API_KEY_ENV) or None
     check_bind(settings.host, settings.api_key)
-    configure_threads(cfg.threads)  # on a busy CPU one thread can be several times faster than all
     pool = ModelPool(runs, include_base, cfg)
     app = create_app(pool, settings, runs)
     print(f"serving {', '.join(pool.models)} on http://{settings.host}:{settings.port} "

@@ -29,9 +29,9 @@ from domaintune.core.config import Config, TrainConfig, save_config
 from domaintune.core.errors import DomaintuneError, warn
 from domaintune.core.io import atomic_write_json, atomic_write_text, folder_bytes
 from domaintune.core.outputs import staged_output
+from domaintune.core.process import config_threads
 from domaintune.core.runtime import (
     PeakRss,
-    configure_threads,
     git_commit,
     hardware,
     library_versions,
@@ -153,10 +153,10 @@ def dpo_arguments(t: TrainConfig, seed: int, precision: str, scratch: Path) -> D
     )
 
 
+@config_threads
 def run_train_dpo(cfg: Config, overwrite: bool = False) -> Path:
     """Train a LoRA adapter on `cfg.model` by DPO on `cfg.train.dpo.data`; returns the run folder."""
     t = cfg.train
-    configure_threads(cfg.threads)
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
     data_path = Path(t.dpo.data)

@@ -68,12 +68,10 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> Path | None:
     val = [(r["step"], r["eval_loss"]) for r in log_history if "eval_loss" in r and "step" in r]
     if not train and not val:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no backend to select, nothing global to close
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.subplots()
     for points, label in ((train, "train loss"), (val, "val loss")):
         if points:
             ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
@@ -83,5 +81,4 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> Path | None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -38,14 +38,14 @@ from domaintune.core.config import Config, TrainConfig, save_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, atomic_write_text, folder_bytes
 from domaintune.core.outputs import check_output, config_inputs, replace_output
+from domaintune.core.process import config_threads
 from domaintune.core.runtime import (
     PeakRss,
-    configure_threads,
+    freed_memory_policy,
     git_commit,
     hardware,
     library_versions,
     resolve_precision,
-    return_freed_memory_at_once,
 )
 from domaintune.data.prepare import read_data_card, read_split
 from domaintune.modeling.methods import (
@@ -82,6 +82,7 @@ from domaintune.training.monitor import NonFiniteLossGuard, plot_loss_curve, war
 from domaintune.training.progress import ProgressCallback
 
 
+@config_threads
 def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
               overwrite: bool = False) -> Path:
     """Train `cfg.model` on the prepared splits in `cfg.data.output_dir`; returns the run folder.
@@ -97,9 +98,15 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
 
         return run_train_dpo(cfg, overwrite)
     check_method_supported(t)
-    configure_threads(cfg.threads)
-    if not torch.cuda.is_available():
-        return_freed_memory_at_once(recomputes_activations(t))
+    # glibc's allocator setting is process-wide (one malloc per process): chosen for this run's memory
+    # profile and put back after, so a program that trains and then does other work keeps what it had.
+    on_cpu = not torch.cuda.is_available()
+    with freed_memory_policy(recomputes_activations(t) if on_cpu else None):
+        return _train(cfg, resume, callbacks, overwrite)
+
+
+def _train(cfg: Config, resume: bool, callbacks: list[TrainerCallback] | None, overwrite: bool) -> Path:
+    t = cfg.train
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
     card = read_data_card(cfg.data.output_dir)

@@ -34,6 +34,7 @@ from domaintune.core.config import Config, validate_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, read_json
 from domaintune.core.outputs import config_inputs, data_inputs, open_output_in_place
+from domaintune.core.process import optuna_verbosity
 from domaintune.core.sweep_config import SearchParam, choice_label, with_value
 from domaintune.data.prepare import read_split, run_prepare
 from domaintune.training.checkpoints import work_dir
@@ -55,8 +56,8 @@ def run_sweep(cfg: Config, log: Callable[[str], None] = print, overwrite: bool =
         raise DomaintuneError("the config has no sweep.space: name the keys to search (see configs/sweep.yaml)")
     folder = open_output_in_place(s.output_dir, "sweep", config_inputs(cfg) + data_inputs(cfg), overwrite,
                                   "sweep.output_dir")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed here instead
-    with _exclusive(folder):
+    # One line per trial is printed here instead of Optuna's; its level is put back after the sweep.
+    with optuna_verbosity(optuna.logging.WARNING), _exclusive(folder):
         study = _open_study(cfg, folder)
         _recover_interrupted(study, folder, log)
         prepared = _prepare_once(cfg, folder, log)

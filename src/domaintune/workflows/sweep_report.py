@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from matplotlib.figure import Figure  # not pyplot: no backend to select, nothing global to close
 from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
@@ -168,30 +169,20 @@ def _mib(size: int | None) -> str:
     return "-" if size is None else f"{size / 2**20:.1f} MiB"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_importance(importance: dict[str, float], path: Path, note: str) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(importance)), dpi=100)
+    fig = Figure(figsize=(6, 0.5 + 0.45 * len(importance)), dpi=100)
+    ax = fig.subplots()
     names = list(importance)[::-1]
     ax.barh(names, [importance[n] for n in names])
     ax.set_xlabel("importance (share of val-loss variance)")
     ax.set_title(note, fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def _plot_quality_vs_cost(trials: list[dict[str, Any]], best: dict[str, Any] | None, path: Path) -> None:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100, sharey=True)
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, column, label in ((axes[0], "train_seconds", "training time (s)"),
                               (axes[1], "size_bytes", "weights on disk (MiB)")):
         for state, marker in (("complete", "o"), ("pruned", "x")):
@@ -214,4 +205,3 @@ def _plot_quality_vs_cost(trials: list[dict[str, Any]], best: dict[str, Any] | N
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
