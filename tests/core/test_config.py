@@ -25,10 +25,15 @@ def test_shipped_configs_exist():
     assert len(list((ROOT / "configs").glob("*.yaml"))) >= 3
 
 
-def test_demo_yaml_matches_demo_settings():
+def test_the_demo_reads_the_shipped_demo_yaml():
     from domaintune.workflows.demo import demo_config
 
-    assert load_config(ROOT / "configs" / "demo.yaml") == demo_config()
+    shipped = ROOT / "src" / "domaintune" / "workflows" / "demo.yaml"
+    assert (ROOT / "configs" / "demo.yaml").resolve() == shipped.resolve(), "configs/demo.yaml links to the package's"
+    cfg = demo_config(["train.lora.r=4"])
+    assert Path(cfg.source_file).resolve() == shipped.resolve()
+    assert cfg.model_dump() == load_config(shipped, ["train.lora.r=4"]).model_dump()
+    assert (cfg.train.lora.r, cfg.train.output_dir, cfg.train.loss_on) == (4, "runs/demo/lora", "all")
 
 
 def test_unknown_key_suggests_the_close_one():

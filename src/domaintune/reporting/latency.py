@@ -34,24 +34,20 @@ from domaintune.modeling.render import prompt_ids
 from domaintune.modeling.runs import load_run_model, run_card
 from domaintune.modeling.seqcls import load_classifier
 
-VARIANTS = ("base", "full", "lora", "lora-merged")
-
 
 def load_for_timing(spec: dict, cfg: Config) -> tuple:
-    """The model and tokenizer as they would be served, and the in-process merge time if merged here."""
-    classifier = spec.get("task") == "classification"
+    """The model and tokenizer as they would be served.
+
+    A merged LoRA is timed as `domaintune merge` wrote it (compare merges it first, in its own process): a
+    plain model folder. Merging here instead would leave the mmapped base weights and their merged copies
+    both resident, and charge that to the merged model's memory.
+    """
     if spec.get("merged_dir"):
-        # A merged LoRA is served as `domaintune merge` wrote it: a plain model folder. Merging in this
-        # process instead would leave the mmapped base weights and their merged copies both resident.
         folder = spec["merged_dir"]
-        model = load_classifier(folder, run_card(spec["target"])["labels"]) if classifier else load_causal_lm(folder)
-        return model, load_tokenizer(folder), None
-    model, tokenizer = load_run_model(spec["target"], cfg)
-    if spec["variant"] != "lora-merged":
-        return model, tokenizer, None
-    tick = time.perf_counter()
-    model = model.merge_and_unload()
-    return model, tokenizer, round(time.perf_counter() - tick, 3)
+        if spec.get("task") == "classification":
+            return load_classifier(folder, run_card(spec["target"])["labels"]), load_tokenizer(folder)
+        return load_causal_lm(folder), load_tokenizer(folder)
+    return load_run_model(spec["target"], cfg)
 
 
 def time_requests(request: Callable, inputs: list, warmup: int, repeats: int, device: str) -> dict:
@@ -82,7 +78,7 @@ def measure(spec: dict) -> dict:
     configure_threads(cfg.threads)
     device = device_name()
     started = time.perf_counter()
-    model, tokenizer, merge_seconds = load_for_timing(spec, cfg)
+    model, tokenizer = load_for_timing(spec, cfg)
     model.eval().to(device)
     load_seconds = time.perf_counter() - started
     rss_after_load = psutil.Process().memory_info().rss
@@ -115,7 +111,7 @@ def measure(spec: dict) -> dict:
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "load_seconds": round(load_seconds, 3),
-        "merge_seconds": merge_seconds,
+        "merge_seconds": None,  # compare fills it in for a merged row: it merges before this process starts
         "requests": len(latencies),
         "latency_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 2),
         "latency_p95_ms": round(float(np.percentile(latencies, 95)) * 1000, 2),

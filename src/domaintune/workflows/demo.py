@@ -2,14 +2,14 @@
 
 prepare -> evaluate base -> LoRA-train -> evaluate adapted -> compare. With `--compare` it also fits
 the TF-IDF baseline and trains full fine-tuning on the same rows, then times every model and writes
-report.html for base vs LoRA (unmerged and merged) vs full vs TF-IDF. The settings live in
-`DEMO_SETTINGS` (the same keys as any config); `configs/demo.yaml` spells them out and a test keeps the
-two equal.
+report.html for base vs LoRA (unmerged and merged) vs full vs TF-IDF. The settings are demo.yaml beside
+this module, an ordinary config file (configs/demo.yaml is a link to it).
 """
 
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 from domaintune.core.config import Config, load_config
@@ -20,35 +20,13 @@ from domaintune.reporting.compare import LatencySettings, check_compare_output, 
 from domaintune.reporting.tables import text_table
 from domaintune.training.train import check_train_output, run_train
 
-DEMO_ROOT = "runs/demo"
-DEMO_SETTINGS = [
-    f"data.output_dir={DEMO_ROOT}/prepared",
-    "prompt.system=You label the sentiment of drug reviews.",
-    "train.method=lora",
-    "train.task=sft",
-    # Loss on the whole sequence, so that the domain's language is learned and shows in perplexity.
-    "train.loss_on=all",
-    "train.lora.r=16",
-    "train.lora.alpha=32",
-    "train.learning_rate=0.0005",
-    "train.epochs=1",
-    "train.max_train_rows=200",
-    "train.max_length=160",
-    "train.batch_size=8",
-    # Speed over memory: 8 rows of at most 160 tokens fit a few GiB without recomputing activations,
-    # which would make this LoRA run about 2.6x slower (BENCHMARKS.md, training speed and memory).
-    "train.gradient_checkpointing=false",
-    f"train.output_dir={DEMO_ROOT}/lora",
-    "evaluate.max_examples=120",
-    "evaluate.max_length=160",
-    f"evaluate.base_output_dir={DEMO_ROOT}/base",
-    f"evaluate.baseline_output_dir={DEMO_ROOT}/tfidf",
-]
 FULL_LEARNING_RATE = 5e-5  # 10x below LoRA's: updating every weight needs smaller steps
 
 
 def demo_config(overrides: list[str] | None = None) -> Config:
-    return load_config(None, DEMO_SETTINGS + list(overrides or []))
+    """The packaged demo.yaml (configs/demo.yaml links to it), with `overrides` on top."""
+    with resources.as_file(resources.files("domaintune.workflows") / "demo.yaml") as path:
+        return load_config(path, list(overrides or []))
 
 
 def full_config(cfg: Config) -> Config:
