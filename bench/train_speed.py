@@ -159,7 +159,8 @@ def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
     from domaintune.core.runtime import PeakRss
-    from domaintune.modeling.methods import DEFAULT_LR, lora_config
+    from domaintune.modeling import methods
+    from domaintune.modeling.methods.lora import lora_config
     from domaintune.modeling.models import load_tokenizer, resolve_model
 
     cfg = bench_config(work, spec["bench_steps"], spec["bench_batch"])
@@ -168,7 +169,8 @@ def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
     tokenizer = load_tokenizer(source, None)
     shared = dict(
         output_dir=str(work / "runs" / spec["name"]), max_steps=spec["steps"],
-        per_device_train_batch_size=spec["batch"], learning_rate=DEFAULT_LR["lora"], lr_scheduler_type="cosine",
+        per_device_train_batch_size=spec["batch"], learning_rate=methods.get("lora").default_learning_rate,
+        lr_scheduler_type="cosine",
         warmup_steps=cfg.train.warmup_ratio, logging_steps=1, save_strategy="no", report_to="none", seed=cfg.seed,
         disable_tqdm=True, use_cpu=not torch.cuda.is_available(),  # TRL's bf16 default refuses a CPU without it
     )

@@ -390,7 +390,7 @@ def test_export_names_a_folder_that_is_no_run(tmp_path):
 
 
 @pytest.mark.parametrize("method, kind", [
-    ("lora", "lora"), ("dora", "lora"), ("qlora", "lora"), ("dpo", "lora"),
+    ("lora", "lora"), ("dora", "lora"), ("qlora", "lora"), ("pissa", "lora"), ("dpo", "lora"),
     ("full", "full"), ("freeze", "full"), ("base", "base"),
 ])
 def test_every_adapter_method_is_served_unmerged_and_merged(method, kind):

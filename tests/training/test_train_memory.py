@@ -66,6 +66,7 @@ def test_freed_tensors_leave_rss_at_once():
 def test_gradient_checkpointing_defaults_to_the_adapter_methods():
     assert recomputes_activations(TrainConfig(method="lora"))
     assert recomputes_activations(TrainConfig(method="dora"))
+    assert recomputes_activations(TrainConfig(method="pissa"))
     assert not recomputes_activations(TrainConfig(method="full"))
     assert not recomputes_activations(TrainConfig(method="freeze"))
     assert not recomputes_activations(TrainConfig(method="lora", gradient_checkpointing=False))

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_text
+from domaintune.core.method_names import METHOD_NAMES, method_reference
 from domaintune.core.sweep_config import SweepConfig, check_search_space
 
 
@@ -238,13 +239,7 @@ class DpoSettings(_Section):
 
 
 class TrainConfig(_Section):
-    method: Literal["lora", "dora", "qlora", "freeze", "full", "dpo"] = Field(
-        "lora",
-        description="`lora`/`dora`: train a PEFT adapter (DoRA adds weight decomposition); `qlora`: LoRA on a "
-        "4-bit NF4 base (CUDA only); `freeze`: train only the top `freeze_top_layers` blocks and the head; "
-        "`full`: update every weight; `dpo`: a LoRA adapter trained by TRL's DPO on reviewers' preferences "
-        "(`train.dpo`).",
-    )
+    method: str = Field("lora", description=method_reference())
     freeze_top_layers: int = Field(2, ge=1, description="method=freeze: how many top transformer blocks train.")
     task: Literal["sft", "causal-lm", "classification"] = Field(
         "sft",
@@ -260,7 +255,8 @@ class TrainConfig(_Section):
     epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     learning_rate: float | None = Field(
-        None, gt=0, description="Peak learning rate; unset: 2e-4 for lora, 2e-5 for full, 5e-5 for dpo."
+        None, gt=0, description="Peak learning rate; unset: the method's default (2e-4 for the LoRA adapters, "
+        "5e-5 for freeze and dpo, 2e-5 for full).",
     )
     batch_size: int = Field(8, ge=1, description="Sequences per device step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps per optimizer step.")
@@ -288,7 +284,7 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool | None = Field(
         None,
         description="Recompute each block's activations in backward instead of keeping them; on a CPU, glibc "
-        "then also returns freed activations at once. Unset: on for lora/dora/qlora, where activations, not "
+        "then also returns freed activations at once. Unset: on for the LoRA adapters, where activations, not "
         "weights, are most of a step's memory (LoRA's peak RSS 0.24x full's, at 2.6x the time of a LoRA step "
         "without: bench/train_speed.py); off for full and freeze, whose weights, gradients and optimizer "
         "state dominate and which are chosen for speed.",
@@ -304,6 +300,15 @@ class TrainConfig(_Section):
         description="Training order: `group_by_length` batches rows of similar length (least padding); "
         "`random`; `sequential` keeps the file order.",
     )
+
+    @field_validator("method")
+    @classmethod
+    def _method_is_known(cls, name: str) -> str:
+        if name not in METHOD_NAMES:
+            close = difflib.get_close_matches(name, METHOD_NAMES, n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"key 'train.method' expects one of {', '.join(METHOD_NAMES)}, got {name!r}{hint}")
+        return name
 
     @model_validator(mode="after")
     def _schedules_fit(self) -> TrainConfig:

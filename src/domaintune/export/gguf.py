@@ -27,7 +27,7 @@ from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, sibling_output, staged_output
 from domaintune.data.prepare import read_split
-from domaintune.modeling.methods import ADAPTER_METHODS, WEIGHT_METHODS
+from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import resolve_model, source_of_converted
 from domaintune.modeling.render import prompt_ids
 from domaintune.modeling.runs import is_adapter_run, load_run_model, run_card, run_config
@@ -163,7 +163,7 @@ def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | 
         raise DomaintuneError(f"export --types: {given}; choose from {', '.join(FORMATS)} (comma-separated)")
     run_dir = Path(run_dir)
     card = run_card(run_dir)
-    if card.get("method") not in ADAPTER_METHODS + WEIGHT_METHODS:
+    if not saved_as(card.get("method")):
         raise DomaintuneError(f"{run_dir}: export needs a training run; this folder is '{card.get('method')}'")
     if card.get("task") == "classification":
         raise DomaintuneError(f"{run_dir}: a classification run (a sequence-classification head) has no GGUF form "

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from domaintune.core.config import Config, load_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import read_json
-from domaintune.modeling.methods import ADAPTER_METHODS
+from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import load_base, load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
 from domaintune.modeling.seqcls import load_classifier, set_pad_token
 
@@ -36,7 +36,7 @@ def run_config(run_dir: str | Path) -> Config:
 
 
 def is_adapter_run(card: dict) -> bool:
-    return card["method"] in ADAPTER_METHODS
+    return saved_as(card["method"]) == "adapter"
 
 
 def weights_dir(run_dir: str | Path) -> Path:

@@ -25,7 +25,7 @@ from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, atomic_write_text, read_json
 from domaintune.core.outputs import check_output, staged_output
 from domaintune.data.prepare import read_split
-from domaintune.modeling.methods import ADAPTER_METHODS, WEIGHT_METHODS
+from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import resolve_model
 from domaintune.reporting.latency import measure_in_subprocess
 from domaintune.reporting.tables import render_markdown
@@ -66,7 +66,7 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
             row["latency_kind"] = "tfidf-predict"
         row.update({k: card.get(k) for k in CARD_KEYS})
         row["peak_train_rss_bytes"] = card.get("peak_rss_bytes")
-        if row["method"] in ADAPTER_METHODS + WEIGHT_METHODS:
+        if saved_as(row["method"]):
             from domaintune.modeling.runs import weights_dir  # checks adapter/ or model/ is complete
 
             weights_dir(folder)
@@ -112,10 +112,9 @@ def check_same_base(rows: list[dict]) -> None:
 
 
 def serving_kind(method: str) -> str:
-    """`lora` for any adapter run (LoRA, DoRA, QLoRA, DPO), `full` for any whole-model run (full, freeze)."""
-    if method in ADAPTER_METHODS:
-        return "lora"
-    return "full" if method in WEIGHT_METHODS else method
+    """`lora` for any run that saves an adapter (LoRA, DoRA, PiSSA, DPO, ...), `full` for any that saves a
+    whole model (full, freeze); other folders (base, tfidf-logreg) keep their method."""
+    return {"adapter": "lora", "model": "full"}.get(saved_as(method), method)
 
 
 def serving_rows(row: dict) -> list[dict]:

@@ -38,7 +38,8 @@ from domaintune.core.runtime import (
     resolve_precision,
 )
 from domaintune.data.feedback_leaks import drop_test_leaks
-from domaintune.modeling.methods import DEFAULT_LR, lora_config
+from domaintune.modeling import methods
+from domaintune.modeling.methods.lora import lora_config
 from domaintune.modeling.models import count_parameters, load_base
 from domaintune.modeling.render import truncate_tokens
 from domaintune.training.progress import ProgressCallback
@@ -133,7 +134,7 @@ def dpo_arguments(t: TrainConfig, seed: int, precision: str, scratch: Path) -> D
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate or DEFAULT_LR["dpo"],
+        learning_rate=t.learning_rate or methods.get("dpo").default_learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float below 1 is read as a ratio of the total steps
         weight_decay=t.weight_decay,

@@ -1,14 +1,14 @@
-"""Stage 2, train: prepared splits -> run folder with an adapter (LoRA/DoRA/QLoRA) or a full model.
+"""Stage 2, train: prepared splits -> run folder with an adapter (LoRA and its kin) or a full model.
 
 Run folder layout (the contract with evaluate and compare):
-    adapter/           PEFT adapter (safetensors) + tokenizer       (lora, dora, qlora, dpo)
-    model/             full HF model (safetensors) + tokenizer      (full, freeze)
+    adapter/           PEFT adapter (safetensors) + tokenizer       (methods that save an adapter: lora, ...)
+    model/             full HF model (safetensors) + tokenizer      (methods that save a model: full, freeze)
     run_card.json      how to reproduce the run and what it cost; written last
     metrics.jsonl      the trainer's log history, one record per line
     loss_curve.png     train (and val) loss against step
     tensorboard/       the same metrics as TensorBoard event files
     config.yaml        the resolved config
-The loop itself is transformers' Trainer; the methods differ only in `methods.wrap_model`.
+The loop itself is transformers' Trainer; the methods differ only in their registry entry (`modeling/methods/`).
 """
 
 from __future__ import annotations
@@ -48,14 +48,8 @@ from domaintune.core.runtime import (
     resolve_precision,
 )
 from domaintune.data.prepare import read_data_card, read_split
-from domaintune.modeling.methods import (
-    ADAPTER_METHODS,
-    DEFAULT_LR,
-    check_method_supported,
-    load_quantized_base,
-    recomputes_activations,
-    wrap_model,
-)
+from domaintune.modeling import methods
+from domaintune.modeling.methods import check_method_supported, recomputes_activations
 from domaintune.modeling.models import (
     count_parameters,
     load_causal_lm,
@@ -92,8 +86,9 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
     An existing folder at `train.output_dir` is replaced only if it is a run, or with `overwrite` (outputs.py).
     """
     t = cfg.train
+    method = methods.get(t.method)
     check_train_output(cfg, overwrite)
-    if t.method == "dpo":
+    if method.trains_on == "preferences":
         from domaintune.training.dpo import run_train_dpo  # preference training has its own loop (TRL's DPOTrainer)
 
         return run_train_dpo(cfg, overwrite)
@@ -129,13 +124,13 @@ def _train(cfg: Config, resume: bool, callbacks: list[TrainerCallback] | None, o
     if t.task == "classification":
         model = load_classifier(source, card["labels"], cfg.model.revision)
         set_pad_token(model, tokenizer)
-    elif t.method == "qlora":
-        model = load_quantized_base(source, cfg.model.revision)
     else:
-        model = load_causal_lm(source, cfg.model.revision)
+        model = (method.load_base or load_causal_lm)(source, cfg.model.revision)
     # Checked when the adapter is loaded again: PEFT would accept other base weights of the same shapes.
-    base_weights = weights_fingerprint(model) if t.method in ("lora", "dora") else None
-    model = wrap_model(model, t)
+    # Taken before wrapping (PiSSA changes the base in memory; its saved adapter fits the original).
+    unquantized_adapter = method.saves == "adapter" and method.load_base is None
+    base_weights = weights_fingerprint(model) if unquantized_adapter else None
+    model = method.wrap(model, t)
     train_rows = read_split(cfg.data.output_dir, "train")[: t.max_train_rows]
     val_rows = read_split(cfg.data.output_dir, "val")
     if t.task == "classification":
@@ -147,7 +142,7 @@ def _train(cfg: Config, resume: bool, callbacks: list[TrainerCallback] | None, o
         val_set = encode_rows(val_rows, tokenizer, cfg) if val_rows else None
         collator = LossPositionsCollator(tokenizer.pad_token_id, keep_logits=takes_loss_positions(model))
         model.register_forward_pre_hook(drop_mask_for_packed_rows, with_kwargs=True)
-    learning_rate = t.learning_rate or DEFAULT_LR[t.method]
+    learning_rate = t.learning_rate or method.default_learning_rate
 
     trainer = Trainer(
         model=model,
@@ -188,8 +183,8 @@ def _train(cfg: Config, resume: bool, callbacks: list[TrainerCallback] | None, o
     if not processes.is_main_process:
         return Path(t.output_dir)
 
-    weights_dir = work / ("adapter" if t.method in ADAPTER_METHODS else "model")
-    model.save_pretrained(weights_dir, safe_serialization=True)
+    weights_dir = work / method.saves
+    method.save(model, weights_dir)
     tokenizer.save_pretrained(weights_dir)
     history = trainer.state.log_history
     atomic_write_text(work / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
@@ -231,7 +226,8 @@ def _train(cfg: Config, resume: bool, callbacks: list[TrainerCallback] | None, o
 
 
 def check_train_output(cfg: Config, overwrite: bool = False) -> Path:
-    data = cfg.train.dpo.data if cfg.train.method == "dpo" else cfg.data.output_dir
+    preferences = methods.get(cfg.train.method).trains_on == "preferences"
+    data = cfg.train.dpo.data if preferences else cfg.data.output_dir
     return check_output(cfg.train.output_dir, "run", [*config_inputs(cfg), data], overwrite, "train.output_dir")
 
 
