@@ -97,10 +97,11 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
     # profile and put back after, so a program that trains and then does other work keeps what it had.
     on_cpu = not torch.cuda.is_available()
     with freed_memory_policy(recomputes_activations(t) if on_cpu else None):
-        return _train(cfg, resume, callbacks, overwrite)
+        return _train(cfg, method, resume, callbacks, overwrite)
 
 
-def _train(cfg: Config, resume: bool, callbacks: list[TrainerCallback] | None, overwrite: bool) -> Path:
+def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[TrainerCallback] | None,
+           overwrite: bool) -> Path:
     t = cfg.train
     set_seed(cfg.seed)
     precision = resolve_precision(t.precision)
