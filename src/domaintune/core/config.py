@@ -287,7 +287,7 @@ class TrainConfig(_Section):
         "then also returns freed activations at once. Unset: on for the LoRA adapters, where activations, not "
         "weights, are most of a step's memory (LoRA's peak RSS 0.24x full's, at 2.6x the time of a LoRA step "
         "without: bench/train_speed.py); off for full and freeze, whose weights, gradients and optimizer "
-        "state dominate and which are chosen for speed.",
+        "state dominate and which are chosen for speed, and for dpo.",
     )
     packing: bool | None = Field(
         None,

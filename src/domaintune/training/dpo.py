@@ -7,42 +7,37 @@ counted in the run card, so the next evaluation is not trained on. Each pair is
 turned into TRL's conversational form (the user turn as the review page showed it, the two answers as
 assistant turns), so the chat template renders it exactly as `serve` and `evaluate` do. The reference
 model is the base with the adapter switched off, which TRL does itself when handed a `peft_config`.
-The output is an ordinary run folder (adapter/, run_card.json, metrics.jsonl, config.yaml), so
-evaluate, compare and serve read it like any LoRA run.
+The run goes through the same pipeline as every other (training/pipeline.py: resume, marked checkpoints,
+the non-finite-loss guard, TensorBoard, the loss curve, one run card); only the trainer and its arguments
+are DPO's own. The output is an ordinary run folder, so evaluate, compare and serve read it like any LoRA run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import time
 from pathlib import Path
 
-import torch
 from datasets import Dataset
-from transformers import PreTrainedTokenizerBase, set_seed
-from transformers.trainer_callback import PrinterCallback
+from transformers import PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from domaintune.core.config import Config, TrainConfig, save_config
+from domaintune.core.config import Config
 from domaintune.core.errors import DomaintuneError, warn
-from domaintune.core.io import atomic_write_json, atomic_write_text, folder_bytes
-from domaintune.core.outputs import staged_output
-from domaintune.core.process import config_threads
-from domaintune.core.runtime import (
-    PeakRss,
-    git_commit,
-    hardware,
-    library_versions,
-    resolve_precision,
-)
 from domaintune.data.feedback_leaks import drop_test_leaks
-from domaintune.modeling import methods
+from domaintune.modeling.methods import Method
 from domaintune.modeling.methods.lora import lora_config
-from domaintune.modeling.models import count_parameters, load_base
+from domaintune.modeling.models import load_base, weights_fingerprint
 from domaintune.modeling.render import truncate_tokens
-from domaintune.training.progress import ProgressCallback
+from domaintune.training.pipeline import (
+    RunStart,
+    add_callbacks,
+    finish_run,
+    run_card,
+    shared_arguments,
+    start_run,
+    train_guarded,
+)
 
 END_OF_TURN_ALLOWANCE = 4  # tokens the chat template closes an answer with (e.g. "<|im_end|>\n")
 
@@ -125,94 +120,44 @@ def conversational(rows: list[dict], tokenizer: PreTrainedTokenizerBase, system:
     return Dataset.from_list(items)
 
 
-def dpo_arguments(t: TrainConfig, seed: int, precision: str, scratch: Path) -> DPOConfig:
-    return DPOConfig(
-        output_dir=str(scratch),
-        beta=t.dpo.beta,
-        max_length=t.max_length,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate or methods.get("dpo").default_learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is read as a ratio of the total steps
-        weight_decay=t.weight_decay,
-        logging_steps=t.logging_steps,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        # DPOConfig turns bf16 and gradient checkpointing on by default; both are slow on a CPU.
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        gradient_checkpointing=False,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
+def dpo_arguments(run: RunStart) -> DPOConfig:
+    # No val loss: DPO trains on every pair it has (there is no val split of preferences).
+    return DPOConfig(**shared_arguments(run), beta=run.cfg.train.dpo.beta, max_length=run.cfg.train.max_length,
+                     eval_strategy="no")
 
 
-@config_threads
-def run_train_dpo(cfg: Config, overwrite: bool = False) -> Path:
+def train_dpo(cfg: Config, method: Method, resume: bool, callbacks: list[TrainerCallback] | None,
+              overwrite: bool) -> Path:
     """Train a LoRA adapter on `cfg.model` by DPO on `cfg.train.dpo.data`; returns the run folder."""
     t = cfg.train
-    set_seed(cfg.seed)
-    precision = resolve_precision(t.precision)
+    if t.early_stopping_patience:
+        raise DomaintuneError("train.early_stopping_patience watches val loss, which DPO does not compute; unset it")
     data_path = Path(t.dpo.data)
     rows, dropped = training_pairs(cfg)
+    run = start_run(cfg, method, resume)
     model, tokenizer = load_base(cfg.model.name, cfg.model.revision)
-    dataset = conversational(rows, tokenizer, cfg.prompt.system, t.max_length)
-
-    with staged_output(t.output_dir, "run", overwrite) as run_dir:
-        trainer = DPOTrainer(
-            model=model,
-            args=dpo_arguments(t, cfg.seed, precision, run_dir / "checkpoints"),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=lora_config(t),
-        )
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(ProgressCallback())
-        started = time.perf_counter()
-        with PeakRss() as memory:
-            result = trainer.train()
-        wall = time.perf_counter() - started
-
-        weights_dir = run_dir / "adapter"
-        trainer.model.save_pretrained(weights_dir, safe_serialization=True)
-        tokenizer.save_pretrained(weights_dir)
-        history = trainer.state.log_history
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        last = next((r for r in reversed(history) if "rewards/accuracies" in r), {})
-        atomic_write_json(run_dir / "run_card.json", {
-            "method": "dpo",
-            "task": "preference",
-            "base_model": cfg.model.name,
-            "data_fingerprint": hashlib.sha256(data_path.read_bytes()).hexdigest()[:16],
-            "preference_data": str(data_path.resolve()),
-            "preference_pairs": len(rows),
-            **dropped,
-            "beta": t.dpo.beta,
-            "seed": cfg.seed,
-            "precision": precision,
-            "hardware": hardware(),
-            "versions": library_versions(),
-            "git_commit": git_commit(),
-            "train_rows": len(rows),
-            "steps": trainer.state.global_step,
-            "train_wall_seconds": round(wall, 2),
-            "train_loss": round(result.training_loss, 5),
-            "final_reward_accuracy": last.get("rewards/accuracies"),
-            "final_reward_margin": last.get("rewards/margins"),
-            "peak_rss_bytes": memory.peak,
-            "rss_before_train_bytes": memory.before,
-            "trainable_parameters": count_parameters(trainer.model, trainable_only=True),
-            "total_parameters": count_parameters(trainer.model, trainable_only=False),
-            "weights_bytes": folder_bytes(weights_dir, "*.safetensors"),
-        })
-        save_config(cfg, run_dir)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return Path(t.output_dir)
-
+    base_weights = weights_fingerprint(model)  # before TRL wraps it in PEFT, as train.py takes LoRA's
+    trainer = DPOTrainer(
+        model=model,
+        args=dpo_arguments(run),
+        train_dataset=conversational(rows, tokenizer, cfg.prompt.system, t.max_length),
+        processing_class=tokenizer,
+        peft_config=lora_config(t),
+    )
+    add_callbacks(trainer, run, callbacks)
+    trained = train_guarded(trainer, run)
+    if not run.processes.is_main_process:
+        return Path(t.output_dir)
+    last = next((r for r in reversed(trainer.state.log_history) if "rewards/accuracies" in r), {})
+    card = run_card(run, trainer, trained, task="preference",
+                    data_fingerprint=hashlib.sha256(data_path.read_bytes()).hexdigest()[:16],
+                    labels=None, train_rows=len(rows), base_weights=base_weights, val_loss=None)
+    card.update({
+        "preference_data": str(data_path.resolve()),
+        "preference_pairs": len(rows),
+        **dropped,
+        "beta": t.dpo.beta,
+        "final_reward_accuracy": last.get("rewards/accuracies"),
+        "final_reward_margin": last.get("rewards/margins"),
+    })
+    return finish_run(run, trainer, trained, trainer.model, tokenizer, card, overwrite)
