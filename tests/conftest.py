@@ -7,8 +7,12 @@ weights, as the real comparisons do.
 from __future__ import annotations
 
 import csv
+import os
 import random
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -168,6 +172,25 @@ Trainer.training_step = slow
 from domaintune.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def kill_cli_after_checkpoint(args: list[str], output_dir: Path, step: int, seconds_per_step: float) -> Path:
+    """Run `domaintune train ARGS` in a child, SIGKILL it once checkpoint-STEP is marked complete, and return
+    the work folder's checkpoints; asserts the kill came part-way and left no run folder behind."""
+    from domaintune.training.checkpoints import MARKER, work_dir
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", slow_steps_cli(seconds_per_step), "train", *args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = work_dir(output_dir) / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints / f"checkpoint-{step}" / MARKER).exists() and child.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL, "the child must be killed part-way, not finish"
+    assert not output_dir.exists(), "an interrupted run must not look complete"
+    return checkpoints
 
 
 @pytest.fixture(scope="session")

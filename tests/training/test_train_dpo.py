@@ -1,12 +1,15 @@
 """`train.method: dpo`: preference pairs -> a LoRA run folder that evaluate, compare and serve read."""
 
+import functools
 import json
 
 import pytest
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import kill_cli_after_checkpoint
 from domaintune import load_config, run_compare, run_evaluate, run_prepare, run_train
 from domaintune.core.config import DedupConfig
 from domaintune.core.errors import DomaintuneError
@@ -15,7 +18,9 @@ from domaintune.data.prepare import read_split
 from domaintune.serving.feedback_export import run_feedback_export
 from domaintune.serving.feedback_store import FeedbackStore
 from domaintune.serving.pool import GenParams, ModelPool
+from domaintune.training.checkpoints import complete_checkpoints, work_dir
 from domaintune.training.dpo import conversational
+from exactness import StepRecorder
 
 PAIRS = [
     ("Classify the sentiment.\n\nthis drug worked great", "positive", "negative"),
@@ -84,7 +89,8 @@ def test_dpo_run_prefers_the_chosen_answers(tiny_overrides, preference_file, tin
     _append(preference_file, [first] + _test_row_pairs(prepared, cfg.prompt.instruction))
     run_dir = run_train(cfg)
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        ".domaintune-output.json", "adapter", "config.yaml", "metrics.jsonl", "run_card.json"]
+        ".domaintune-output.json", "adapter", "config.yaml", "loss_curve.png", "metrics.jsonl", "run_card.json",
+        "tensorboard"]
     card = json.loads((run_dir / "run_card.json").read_text())
     assert card["method"] == "dpo" and card["steps"] == 6 and card["preference_pairs"] == len(PAIRS)
     assert card["duplicate_pairs_dropped"] == 1
@@ -167,3 +173,90 @@ def test_prompts_are_cut_so_that_the_rendered_pair_fits_max_length(tiny_model_di
     for answer in ("chosen", "rejected"):
         text = tokenizer.apply_chat_template(item["prompt"] + item[answer], tokenize=False)
         assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= 128
+
+
+def _dpo_overrides(tiny_overrides, preference_file, output_dir, *extra):
+    return [*tiny_overrides, "train.method=dpo", f"train.dpo.data={preference_file}", f"train.output_dir={output_dir}",
+            "train.batch_size=2", "train.warmup_ratio=0", *extra]
+
+
+def test_dpo_sigkill_then_resume_matches_uninterrupted_run(tiny_overrides, preference_file, tmp_path):
+    # Dropout on, so a resume that did not restore the RNG state would draw other masks and differ.
+    args_of = functools.partial(_dpo_overrides, tiny_overrides, preference_file)
+    common = ["train.max_steps=12", "train.save_steps=4", "train.lora.dropout=0.1", "train.logging_steps=2",
+              "train.precision=fp32", "train.learning_rate=0.01"]
+    run_prepare(load_config(None, tiny_overrides))
+    reference = run_train(load_config(None, args_of(tmp_path / "straight", *common)))
+
+    killed_dir = tmp_path / "killed"
+    args = args_of(killed_dir, *common)
+    checkpoints = kill_cli_after_checkpoint(args, killed_dir, step=4, seconds_per_step=0.2)
+
+    last = int(complete_checkpoints(checkpoints)[-1].name.split("-")[1])
+    counter = StepRecorder(tmp_path / "resumed-grads")
+    resumed = run_train(load_config(None, args), resume=True, callbacks=[counter])
+    assert json.loads((resumed / "run_card.json").read_text())["resumed_from_step"] == last >= 4
+    # Training is deterministic, so equal weights alone cannot tell a resume from a silent restart.
+    assert counter.steps_run == 12 - last, "the resumed process must run only the remaining steps"
+    want = load_file(reference / "adapter" / "adapter_model.safetensors")
+    got = load_file(resumed / "adapter" / "adapter_model.safetensors")
+    assert want.keys() == got.keys()
+    # fp32 throughout; the resume restores the adapter, the optimizer state and the RNG exactly, and the
+    # remaining steps run the same kernels on the same shapes: bitwise equal, no tolerance.
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_dpo_non_finite_loss_stops_with_step(tiny_overrides, preference_file, tmp_path):
+    run_prepare(load_config(None, tiny_overrides))
+    output_dir = tmp_path / "runs" / "dpo"
+    cfg = load_config(None, _dpo_overrides(tiny_overrides, preference_file, output_dir, "train.learning_rate=1e12",
+                                           "train.max_steps=12", "train.lora.dropout=0"))
+    with pytest.raises(DomaintuneError, match=r"training loss became (nan|inf) at step \d+: lower train.learning_rate"):
+        run_train(cfg)
+    assert not output_dir.exists() and not work_dir(output_dir).exists(), "a diverged run leaves no folder"
+
+
+class _ReadRecorder(dict):
+    """A run card that notes every key read from it: `card.get(k)` hides a key a run never wrote."""
+
+    def __init__(self, data: dict, reads: set[str]) -> None:
+        super().__init__(data)
+        self.reads = reads
+
+    def __getitem__(self, key):
+        self.reads.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.reads.add(key)
+        return super().get(key, default)
+
+
+def test_every_run_card_holds_every_key_compare_reads(tiny_overrides, preference_file, tmp_path, monkeypatch):
+    import domaintune.modeling.runs as runs_module
+    import domaintune.reporting.compare as compare_module
+    from domaintune.core.io import read_json
+
+    reads: set[str] = set()
+
+    def recording(path):
+        data = read_json(path)
+        return _ReadRecorder(data, reads) if path.name == "run_card.json" else data
+
+    for module in (compare_module, runs_module):
+        monkeypatch.setattr(module, "read_json", recording)
+    run_prepare(load_config(None, tiny_overrides))
+    runs = {
+        "sft": run_train(load_config(None, [*tiny_overrides, f"train.output_dir={tmp_path / 'sft'}"])),
+        "full": run_train(load_config(None, [*tiny_overrides, "train.method=full",
+                                             f"train.output_dir={tmp_path / 'full'}"])),
+        "dpo": run_train(load_config(None, _dpo_overrides(tiny_overrides, preference_file, tmp_path / "dpo"))),
+    }
+    for name, run_dir in runs.items():
+        (run_dir / "metrics.json").write_text("{}")  # what evaluate writes is not under test here
+        reads.clear()
+        compare_module.read_folder(run_dir, name)
+        assert set(compare_module.CARD_KEYS) <= reads, "the recorder must see compare's reads"
+        card = json.loads((run_dir / "run_card.json").read_text())
+        assert reads <= card.keys(), f"{name}'s run card lacks {sorted(reads - card.keys())}"
+        assert card["train_tokens"] > 0 and card["train_tokens_per_second"] > 0, name

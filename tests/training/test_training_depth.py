@@ -1,22 +1,17 @@
 """Training methods, checkpoints and resume, monitoring: issue-6 behaviour on the tiny model."""
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import slow_steps_cli
+from conftest import kill_cli_after_checkpoint
 from domaintune import load_config, run_prepare, run_train
 from domaintune.core.errors import DomaintuneError
-from domaintune.training.checkpoints import MARKER, complete_checkpoints, work_dir
+from domaintune.training.checkpoints import MARKER, complete_checkpoints
 from exactness import StepRecorder
 
 
@@ -96,17 +91,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_overrides, tmp_path,
 
     killed_dir = tmp_path / "killed"
     args = [*tiny_overrides, *common, f"train.output_dir={killed_dir}"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.Popen([sys.executable, "-c", slow_steps_cli(0.1), "train", *args], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = work_dir(killed_dir) / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not (checkpoints / "checkpoint-4" / MARKER).exists() and child.poll() is None \
-            and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)
-    assert child.wait() == -signal.SIGKILL, "the child must be killed part-way, not finish"
-    assert not killed_dir.exists(), "an interrupted run must not look complete"
+    checkpoints = kill_cli_after_checkpoint(args, killed_dir, step=4, seconds_per_step=0.1)
 
     # A kill during a save leaves a later checkpoint without its marker: a copy of the last complete one,
     # one file cut short. Resuming from it would load a broken optimizer state or skip steps.
