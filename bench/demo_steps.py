@@ -15,8 +15,13 @@ import json
 import shutil
 import tempfile
 
-import domaintune.training.train
-from domaintune.workflows.demo import demo_config
+import domaintune
+from domaintune import demo_config
+
+try:
+    from domaintune.training import train as training
+except ImportError:  # a checkout from before the packages by layer
+    from domaintune import train as training
 
 
 def main() -> None:
@@ -25,10 +30,10 @@ def main() -> None:
     parser.add_argument("--all-logits", action="store_true")
     args = parser.parse_args()
     if args.all_logits:
-        domaintune.training.train.takes_loss_positions = lambda model: False
+        training.takes_loss_positions = lambda model: False
     out = tempfile.mkdtemp(prefix="demo_steps_")
     cfg = demo_config([f"train.max_steps={args.steps}", f"train.output_dir={out}/lora"])
-    run = domaintune.training.train.run_train(cfg)
+    run = training.run_train(cfg)
     card = json.loads((run / "run_card.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
     print(f"{domaintune.__file__}: {args.steps} steps{' (all logits)' if args.all_logits else ''}: "

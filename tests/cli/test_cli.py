@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from cli_errors import one_error_line
 from conftest import write_csv
 from domaintune.cli.main import main
 
@@ -22,20 +23,19 @@ def test_prepare_bad_column_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DOMAINTUNE_CACHE", str(tmp_path / "cache"))  # as on a fresh machine: nothing converted yet
     path = write_csv(tmp_path / "r.csv", [{"body": "x", "rating": "positive"}])
     code = main(["prepare", f"data.source={path}", f"data.output_dir={tmp_path / 'out'}"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "no column 'review'" in err
+    assert code == 2 and "no column 'review'" in one_error_line(capsys)
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_model_one_line(tmp_path, capsys):
     # generate needs no prepared data (evaluate checks the data first, before loading any model)
     assert main(["generate", "--text", "fine", f"model.name={tmp_path / 'nowhere'}"]) == 2
-    assert "model '" in capsys.readouterr().err
+    assert one_error_line(capsys).startswith(f"domaintune generate: error: model '{tmp_path / 'nowhere'}'")
 
 
 def test_unexpected_positional(capsys):
     assert main(["train", "oops"]) == 2
-    assert "unexpected argument 'oops'" in capsys.readouterr().err
+    assert one_error_line(capsys) == "domaintune train: error: unexpected argument 'oops' (overrides are key=value)"
 
 
 def test_python_dash_m_runs():
@@ -55,7 +55,7 @@ def test_merge_and_export_name_a_missing_run_in_one_line(tmp_path, capsys):
 
 def test_compare_cli_prints_the_table(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nothing"), "--no-latency"]) == 2
-    assert "nothing: folder not found" in capsys.readouterr().err
+    assert one_error_line(capsys) == f"domaintune compare: error: {tmp_path / 'nothing'}: folder not found"
 
 
 def test_export_types_are_checked_before_anything_loads(tmp_path, capsys):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_errors import one_error_line
 from domaintune.cli.main import main
 from domaintune.core.config import config_to_yaml, load_config
 from domaintune.core.errors import DomaintuneError
@@ -162,7 +163,7 @@ def test_merge_and_export_default_beside_the_run(tmp_path, capsys):
     for verb, suffix in (("merge", "merged"), ("export", "gguf")):
         _user_folder(tmp_path / f"lora-{suffix}")
         assert main([verb, str(run)]) == 2
-        assert f"lora-{suffix} already exists" in capsys.readouterr().err
+        assert f"lora-{suffix} already exists" in one_error_line(capsys)
 
 
 def test_a_folder_that_appears_while_the_command_runs_is_not_replaced(tmp_path):

@@ -7,6 +7,7 @@ from domaintune.core.config import load_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.data.dedup import keyed
 from domaintune.data.prepare import read_data_card, read_split, remove_leaks, run_prepare, split_rows
+from similarity import similar_pairs
 
 
 def _cfg(tmp_path, source, *extra):
@@ -131,4 +132,6 @@ def test_named_drugreviews_dataset(tmp_path):
     assert card["rows"]["test"] == 379, "the shipped test file is kept as it is"
     assert card["leaked_rows_removed"]["train"] >= 1, "one train review also appears in the test file"
     texts = [r["text"] for r in read_split(out, "train")]
+    held_in, test = texts + [r["text"] for r in read_split(out, "val")], [r["text"] for r in read_split(out, "test")]
+    assert not similar_pairs(held_in, test, card["dedup"]["threshold"]), "written splits share no review"
     assert not any("&#039;" in t or t.startswith('"') for t in texts)

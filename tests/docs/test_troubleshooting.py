@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_errors import one_error_line
 from conftest import build_tiny_bert, make_reviews, write_csv
 from domaintune import load_config, run_prepare, run_train
 from domaintune.core.errors import DomaintuneError
@@ -217,8 +218,9 @@ def test_adapter_on_other_base_weights_is_refused(tiny_model_dir, tiny_overrides
     _tiny_llama_like(tiny_model_dir, base, hidden=48, seed=7)  # other shapes: PEFT's error, in one line
     card = read_json(run_dir / "run_card.json")
     (run_dir / "run_card.json").write_text(json.dumps({**card, "base_weights_fingerprint": None}))
-    with pytest.raises(DomaintuneError, match="adapter/ does not fit base model .*size mismatch"):
+    with pytest.raises(DomaintuneError, match="adapter/ does not fit base model .*size mismatch") as raised:
         load_run_model(str(run_dir), cfg)
+    assert "\n" not in str(raised.value)
 
 
 def test_sampled_positions_stay_inside_large_tensors():
@@ -256,9 +258,9 @@ def test_unreachable_hub_id_is_one_line(monkeypatch, capsys):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on a machine without network
     assert main(["generate", "--text", "좋아요", "model.name=someone/not-cached-here"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "could not load model 'someone/not-cached-here'" in err
-    assert err.strip().endswith("see docs/troubleshooting.md#model-not-found)")
+    err = one_error_line(capsys)
+    assert "could not load model 'someone/not-cached-here'" in err
+    assert err.endswith("see docs/troubleshooting.md#model-not-found)")
 
 
 # No chat template ------------------------------------------------------------------------------------

@@ -17,8 +17,12 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domaintune import load_config, run_compare, run_evaluate, run_merge, run_prepare, run_train
+from domaintune.data.prepare import read_split
+from domaintune.evaluation.evaluate import general_passages
 from domaintune.modeling.models import embedded_gguf, resolve_model
 from domaintune.modeling.runs import load_run_model
+from in_memory import LogitsAtTrainEnd
+from independent import assert_same_perplexity, perplexity_by_hand
 
 pytestmark = pytest.mark.e2e
 
@@ -57,21 +61,30 @@ def test_real_model_lora_few_steps(tmp_path):
         "evaluate.sample_max_new_tokens=4",
     ])
     run_prepare(cfg)
-    run_dir = run_train(cfg)
+    trained = LogitsAtTrainEnd({"input_ids": torch.tensor([[1, 2, 3]])})  # training precision: the weights
+    run_dir = run_train(cfg, callbacks=[trained])
     base = run_evaluate(cfg)
     tuned = run_evaluate(cfg, str(run_dir))
-    assert 1 < base["perplexity"] < 1000 and 1 < tuned["perplexity"] < 1000
-    assert tuned["perplexity"] != base["perplexity"]
 
     ours, tok = load_run_model(str(run_dir), cfg)
     plain = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m")), run_dir / "adapter"
-    )
+    ).eval()
+    loaded = dict(plain.named_parameters())
+    assert trained.trainable and all(torch.equal(loaded[name], value) for name, value in trained.trainable.items()), \
+        "the saved adapter holds the float32 weights the trainer ended with"
     ids = tok("The tablets helped my migraine.", return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        assert torch.equal(ours.eval()(input_ids=ids).logits, plain.eval()(input_ids=ids).logits)
+        assert torch.equal(ours.eval()(input_ids=ids).logits, plain(input_ids=ids).logits)
 
-    assert 1 < base["general_perplexity"] < 1000 and len(tuned["samples"]) == 1
+    texts = [r["text"] for r in read_split(cfg.data.output_dir, "test")[: cfg.evaluate.max_examples]]
+    plain_base = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m")).eval()
+    assert_same_perplexity(base, perplexity_by_hand(plain_base, tok, texts, cfg.evaluate.max_length))
+    assert_same_perplexity(tuned, perplexity_by_hand(plain, tok, texts, cfg.evaluate.max_length))
+    assert tuned["perplexity"] != base["perplexity"]
+    general = general_passages(None)
+    assert_same_perplexity(base, perplexity_by_hand(plain_base, tok, general, cfg.evaluate.max_length), "general_")
+    assert len(tuned["samples"]) == 1
 
     report = run_compare([tmp_path / "base", run_dir], tmp_path / "cmp", ["base", "lora"])
     assert "| lora |" in (report.parent / "report.md").read_text()

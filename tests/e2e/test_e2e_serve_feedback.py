@@ -6,13 +6,17 @@ Training runs at `train.precision: auto` (bf16 or fp32 by CPU); nothing here com
 import json
 
 import pytest
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import local_client
 from domaintune import load_config, run_compare, run_evaluate, run_feedback_export, run_prepare, run_train
 from domaintune.data.prepare import read_split
+from domaintune.modeling.models import resolve_model
 from domaintune.serving.app import ServeSettings, create_app
 from domaintune.serving.pool import ModelPool
 from domaintune.serving.review import ReviewSampling
+from independent import assert_same_perplexity, perplexity_by_hand
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +60,11 @@ def test_real_model_serve_vote_export_dpo(tmp_path):
     dpo_card = json.loads((dpo / "run_card.json").read_text())
     assert dpo_card["method"] == "dpo" and dpo_card["test_leaks_dropped"] == {"test_split": 0, "exact": 0, "near": 0}
     tuned = run_evaluate(dpo_cfg, str(dpo))
-    assert 1 < tuned["perplexity"] < 1000
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model.name)),
+                                      dpo / "adapter").eval()
+    texts = [r["text"] for r in read_split(cfg.data.output_dir, "test")[: dpo_cfg.evaluate.max_examples]]
+    tok = AutoTokenizer.from_pretrained(dpo / "adapter")
+    assert_same_perplexity(tuned, perplexity_by_hand(plain, tok, texts, dpo_cfg.evaluate.max_length))
     report = run_compare([dpo], tmp_path / "cmp", ["dpo"]).with_name("report.md").read_text()
     assert "| dpo |" in report
     both = ModelPool([str(lora), str(dpo)], include_base=False, cfg=cfg)

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from cli_errors import one_error_line
 from conftest import local_client
 from domaintune.core.errors import DomaintuneError
 from domaintune.data.prepare import read_split
@@ -190,7 +191,10 @@ def test_feedback_cli(tmp_path, capsys):
     _store_with_votes(tmp_path / "f.sqlite", [("alpha", "base", "A", {})])
     assert main(["feedback", "export", "--db", str(tmp_path / "f.sqlite"), "--out", str(tmp_path / "o")]) == 0
     assert "1 preference pairs" in capsys.readouterr().out
+    capsys.readouterr()
     assert main(["feedback", "import"]) == 2
+    assert one_error_line(capsys) == ("domaintune feedback: error: usage: domaintune feedback export [--db DB] "
+                                      "[--out FOLDER]")
 
 
 def test_random_pair_when_models_unset(client):

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from cli_errors import one_error_line
 from conftest import local_client
 from domaintune.core.errors import DomaintuneError
 from domaintune.serving.app import ServeSettings, create_app
@@ -177,7 +178,7 @@ def test_cli_refuses_open_bind_without_key(capsys, monkeypatch, served_runs):
 
     monkeypatch.delenv("DOMAINTUNE_API_KEY", raising=False)
     assert main(["serve", str(served_runs[1][0]), "--host", "0.0.0.0"]) == 2
-    assert "--api-key" in capsys.readouterr().err
+    assert "--api-key" in one_error_line(capsys)
 
 
 def test_official_openai_client(live_server):

@@ -9,7 +9,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import build_tiny_bert, make_reviews
 from domaintune import load_config, run_evaluate, run_prepare, run_train
+from domaintune.data.prepare import read_split
 from domaintune.modeling.runs import load_run_model
+from in_memory import LogitsAtTrainEnd
+from independent import assert_same_classification, head_predictions_by_hand
 
 
 @pytest.fixture(scope="session")
@@ -26,21 +29,29 @@ def _classify_cfg(tiny_overrides, model_dir, tmp_path, *extra):
 
 
 def test_lora_on_bert_trains_head_and_loads_in_plain_peft(tiny_overrides, tiny_bert_dir, tmp_path):
-    cfg = _classify_cfg(tiny_overrides, tiny_bert_dir, tmp_path)
-    run_dir = run_train(cfg)
+    # fp32: a bf16 run's trained model keeps accelerate's autocast forward (see test_pipeline).
+    cfg = _classify_cfg(tiny_overrides, tiny_bert_dir, tmp_path, "train.precision=fp32")
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    batch = dict(tok(["this drug worked great", "awful side effects"], padding=True, return_tensors="pt"))
+    trained = LogitsAtTrainEnd(batch)
+    run_dir = run_train(cfg, callbacks=[trained])
     card = json.loads((run_dir / "run_card.json").read_text())
     assert card["task"] == "classification" and card["labels"] == ["negative", "neutral", "positive"]
 
-    metrics = run_evaluate(cfg, str(run_dir))
-    assert 0 <= metrics["accuracy"] <= 1 and "perplexity" not in metrics
-    assert sum(c["support"] for c in metrics["per_class"].values()) == metrics["test_rows"]
-
-    ours, tok = load_run_model(str(run_dir), cfg)
     base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
-    plain = PeftModel.from_pretrained(base, run_dir / "adapter")
-    batch = tok(["this drug worked great", "awful side effects"], padding=True, return_tensors="pt")
+    plain = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
+    ours, _ = load_run_model(str(run_dir), cfg)
     with torch.no_grad():
-        assert torch.equal(ours.eval()(**batch).logits, plain.eval()(**batch).logits)
+        # float32 weights saved and loaded bit for bit, the same forward pass: the same bits.
+        assert torch.equal(plain(**batch).logits, trained.logits)
+        assert torch.equal(ours.eval()(**batch).logits, trained.logits)
+
+    metrics = run_evaluate(cfg, str(run_dir))
+    assert "perplexity" not in metrics
+    rows = read_split(cfg.data.output_dir, "test")[: cfg.evaluate.max_examples]
+    gold, labels = [r["label"] for r in rows], card["labels"]
+    predicted = head_predictions_by_hand(plain, tok, [r["text"] for r in rows], labels, cfg.evaluate.max_length)
+    assert_same_classification(metrics, gold, predicted, labels)
 
 
 def test_full_classification_on_a_decoder(tiny_overrides, tiny_model_dir, tmp_path):

@@ -21,6 +21,12 @@ from domaintune.serving.pool import GenParams, ModelPool
 from domaintune.training.checkpoints import complete_checkpoints, work_dir
 from domaintune.training.dpo import conversational
 from exactness import StepRecorder
+from independent import (
+    answer_predictions_by_hand,
+    assert_same_classification,
+    assert_same_perplexity,
+    perplexity_by_hand,
+)
 
 PAIRS = [
     ("Classify the sentiment.\n\nthis drug worked great", "positive", "negative"),
@@ -108,7 +114,12 @@ def test_dpo_run_prefers_the_chosen_answers(tiny_overrides, preference_file, tin
 
     # An ordinary run: evaluate, compare and serve take it like a LoRA run.
     metrics = run_evaluate(cfg, str(run_dir))
-    assert metrics["perplexity"] > 1 and 0 <= metrics["accuracy"] <= 1
+    rows = read_split(cfg.data.output_dir, "test")[: cfg.evaluate.max_examples]
+    texts, gold, labels = [r["text"] for r in rows], [r["label"] for r in rows], ["negative", "neutral", "positive"]
+    assert_same_perplexity(metrics, perplexity_by_hand(tuned, tokenizer, texts, cfg.evaluate.max_length))
+    predicted = answer_predictions_by_hand(tuned, tokenizer, cfg.prompt.instruction, texts, labels,
+                                           cfg.evaluate.max_length)
+    assert_same_classification(metrics, gold, predicted, labels)
     run_evaluate(cfg)
     report = run_compare([tmp_path / "runs" / "base", run_dir], tmp_path / "cmp", ["base", "dpo"])
     assert "| dpo |" in report.with_name("report.md").read_text()

@@ -43,13 +43,15 @@ def test_freeze_trains_only_the_top_blocks(tiny_overrides, tiny_model_dir):
     assert 0 < card["trainable_parameters"] < card["total_parameters"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a CUDA GPU qlora runs, so there is no CPU error to see")
 def test_qlora_on_cpu_stops_before_loading(tiny_overrides, monkeypatch):
     import domaintune.training.train as train_module
 
     cfg = _prepared(tiny_overrides, "train.method=qlora")
     monkeypatch.setattr(train_module, "resolve_model", lambda *a: pytest.fail("model loaded"))
-    with pytest.raises(DomaintuneError, match="qlora needs a CUDA GPU"):
+    with pytest.raises(DomaintuneError, match="qlora needs a CUDA GPU") as raised:
         run_train(cfg)
+    assert "\n" not in str(raised.value), "a user error is one line"
 
 
 def test_non_finite_loss_stops_with_step(tiny_overrides, tmp_path):

@@ -19,14 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_text
 from domaintune.core.method_names import METHOD_NAMES, method_reference
+from domaintune.core.strict import StrictModel
 from domaintune.core.sweep_config import SweepConfig, check_search_space
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Settings(_Section):
+class Settings(StrictModel):
     """Settings a command takes from its flags rather than the config (serve's limits, compare's timing):
     typed, described and checked like a config section; a bad or unknown one is a DomaintuneError of one
     line naming the key."""
@@ -40,7 +37,7 @@ class Settings(_Section):
             raise DomaintuneError(f"{type(self).__name__}: {describe_validation_error(exc, type(self))}") from None
 
 
-class ModelConfig(_Section):
+class ModelConfig(StrictModel):
     name: str = Field(
         "smollm2-135m",
         description="Base model: the alias `smollm2-135m` (embedded SmolLM2-135M-Instruct), a local "
@@ -49,7 +46,7 @@ class ModelConfig(_Section):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
 
 
-class SourceEntry(_Section):
+class SourceEntry(StrictModel):
     path: str = Field(description="A data file or folder (any format `data.source` accepts).")
     weight: float = Field(
         1.0, gt=0, description="Multiplier for this source's training rows: 0.5 keeps a seeded half, 2 "
@@ -57,7 +54,7 @@ class SourceEntry(_Section):
     )
 
 
-class CleanConfig(_Section):
+class CleanConfig(StrictModel):
     strip_html: bool = Field(True, description="Remove HTML tags (only tag-shaped `<tag ...>` text).")
     mask_email: bool = Field(False, description="Replace e-mail addresses with `[EMAIL]`.")
     mask_url: bool = Field(False, description="Replace URLs with `[URL]`.")
@@ -66,7 +63,7 @@ class CleanConfig(_Section):
     )
 
 
-class FilterConfig(_Section):
+class FilterConfig(StrictModel):
     max_chars: int | None = Field(None, ge=1, description="Drop rows whose cleaned text is longer.")
     min_tokens: int | None = Field(
         None, ge=1, description="Drop rows with fewer tokens (tokenizer of `model.name`)."
@@ -89,7 +86,7 @@ class FilterConfig(_Section):
     )
 
 
-class DedupConfig(_Section):
+class DedupConfig(StrictModel):
     exact: bool = Field(True, description="Drop exact duplicates (case and whitespace ignored).")
     near: bool = Field(True, description="Drop near duplicates (MinHash LSH, datasketch).")
     threshold: float = Field(0.8, gt=0, lt=1, description="Jaccard similarity above which rows are near duplicates.")
@@ -102,7 +99,7 @@ class DedupConfig(_Section):
     char_ngram: int = Field(4, ge=1, description="Characters per shingle.")
 
 
-class ParaphraseConfig(_Section):
+class ParaphraseConfig(StrictModel):
     instruction: str = Field(
         "Rewrite the following text in other words. Keep its meaning, its tone and its language. "
         "Answer with the rewritten text only.",
@@ -121,7 +118,7 @@ class ParaphraseConfig(_Section):
     batch_size: int = Field(8, ge=1, description="Rows generated together (left-padded).")
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(StrictModel):
     method: Literal["none", "eda", "paraphrase"] = Field(
         "none", description="`eda`: random word deletion and swap (no model); `paraphrase`: rewrites by "
         "`model.name` through its generate path (slow: one generation per row). Train split only.",
@@ -134,7 +131,7 @@ class AugmentConfig(_Section):
     paraphrase: ParaphraseConfig = Field(default_factory=ParaphraseConfig, description="method=paraphrase.")
 
 
-class DataConfig(_Section):
+class DataConfig(StrictModel):
     source: str = Field(
         "drugreviews",
         description="Training data: a named dataset (`drugreviews`, or the Korean reviews `ko_reviews`), or a "
@@ -201,7 +198,7 @@ class DataConfig(_Section):
     output_dir: str = Field("prepared/drugreviews", description="Where `prepare` writes the splits.")
 
 
-class PromptConfig(_Section):
+class PromptConfig(StrictModel):
     instruction: str = Field(
         "Classify the sentiment of this drug review as negative, neutral or positive. "
         "Answer with one word.",
@@ -212,7 +209,7 @@ class PromptConfig(_Section):
     )
 
 
-class LoraSettings(_Section):
+class LoraSettings(StrictModel):
     r: int = Field(8, ge=1, description="LoRA rank.")
     alpha: int = Field(16, ge=1, description="LoRA alpha; the update is scaled by alpha / r.")
     dropout: float = Field(
@@ -228,7 +225,7 @@ class LoraSettings(_Section):
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r.")
 
 
-class DpoSettings(_Section):
+class DpoSettings(StrictModel):
     data: str = Field(
         "feedback/preference.jsonl",
         description="method=dpo: preference JSONL (`prompt`, `chosen`, `rejected`) as written by "
@@ -238,7 +235,7 @@ class DpoSettings(_Section):
                         "(higher: less).")
 
 
-class TrainConfig(_Section):
+class TrainConfig(StrictModel):
     method: str = Field("lora", description=method_reference())
     freeze_top_layers: int = Field(2, ge=1, description="method=freeze: how many top transformer blocks train.")
     task: Literal["sft", "causal-lm", "classification"] = Field(
@@ -320,7 +317,7 @@ class TrainConfig(_Section):
     output_dir: str = Field("runs/lora", description="Run folder to write.")
 
 
-class EvaluateConfig(_Section):
+class EvaluateConfig(StrictModel):
     max_examples: int | None = Field(None, ge=1, description="Evaluate at most this many test rows.")
     batch_size: int = Field(8, ge=1, description="Sequences per forward pass.")
     max_length: int = Field(256, ge=8, description="Token budget per evaluated sequence.")
@@ -339,7 +336,7 @@ class EvaluateConfig(_Section):
     )
 
 
-class Config(_Section):
+class Config(StrictModel):
     seed: int = Field(42, description="Seed for splits, initialisation and data order.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; unset: all cores.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Base model.")

@@ -22,7 +22,9 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from domaintune.core.strict import StrictModel
 
 if TYPE_CHECKING:
     from domaintune.core.config import Config
@@ -37,11 +39,8 @@ FIXED = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-
-class SearchParam(_Strict):
+class SearchParam(StrictModel):
     type: Literal["int", "float", "categorical"] | None = Field(
         None, description="Inferred when unset: `categorical` with `choices`, `int` when low and high are "
         "integers, else `float`.",
@@ -101,7 +100,7 @@ class SearchParam(_Strict):
         return [round(self.low + i * self.step, 12) for i in range(count)]
 
 
-class PrunerSettings(_Strict):
+class PrunerSettings(StrictModel):
     type: Literal["median", "none"] = Field(
         "median", description="`median`: stop a trial whose val loss is worse than the median of earlier "
         "trials at the same step (Optuna's MedianPruner; needs `train.eval_steps`); `none`: never stop early.",
@@ -110,7 +109,7 @@ class PrunerSettings(_Strict):
     warmup_steps: int = Field(0, ge=0, description="Optimizer steps a trial always trains before it can be pruned.")
 
 
-class SweepConfig(_Strict):
+class SweepConfig(StrictModel):
     space: dict[str, SearchParam] = Field(
         default_factory=dict,
         description="Dotted config key -> `{low, high, log, step}` range or list of `choices` (a section key "

@@ -43,21 +43,36 @@ def run_evaluate(cfg: Config, target: str = BASE, overwrite: bool = False) -> di
     data_card = read_data_card(cfg.data.output_dir)
     check_data(target, data_card, cfg.data.output_dir)
     model, tokenizer = load_run_model(target, cfg)
+    classifier = target != BASE and model_cfg.train.task == "classification"
+    # The data and settings are kept so that compare can evaluate a merged LoRA exactly as its run was.
+    metrics: dict = {"target": target, "base_model": model_cfg.model.name,
+                     "data_fingerprint": data_card["fingerprint"], "data_dir": cfg.data.output_dir,
+                     "evaluate_settings": cfg.evaluate.model_dump(mode="json")}
+    metrics.update(evaluate_model(model, tokenizer, cfg, model_cfg, data_card.get("labels"), classifier))
+    if target != BASE:
+        atomic_write_json(Path(target) / "metrics.json", metrics)
+        return metrics
+    with staged_output(cfg.evaluate.base_output_dir, "evaluation", overwrite) as folder:
+        atomic_write_json(folder / "metrics.json", metrics)
+        save_config(cfg, folder)
+    return metrics
+
+
+def evaluate_model(model, tokenizer, cfg: Config, model_cfg: Config, labels: list[str] | None,
+                   classifier: bool) -> dict:
+    """The figures of one loaded model on the test split of `cfg.data`, by `cfg.evaluate`; `model_cfg` is
+    the config the model was trained with (its prompt)."""
     model.eval()
     ev = cfg.evaluate
     rows = read_split(cfg.data.output_dir, "test")[: ev.max_examples]
-    labels = data_card.get("labels")
-
     started = time.perf_counter()
-    metrics: dict = {"target": target, "base_model": model_cfg.model.name, "test_rows": len(rows),
-                     "data_fingerprint": data_card["fingerprint"]}
+    metrics: dict = {"test_rows": len(rows)}
     texts = [r["text"] for r in rows]
-    if target != BASE and model_cfg.train.task == "classification":
+    if classifier:
         # A classification head has no language-model loss: it is judged by its predictions alone.
         predicted = predict_labels(model, tokenizer, texts, labels, ev.max_length, ev.batch_size)
         metrics.update(classification_metrics([r["label"] for r in rows], predicted, labels))
         metrics["eval_seconds"] = round(time.perf_counter() - started, 2)
-        atomic_write_json(Path(target) / "metrics.json", metrics)
         return metrics
     metrics.update(perplexity(model, tokenizer, texts, ev.max_length, ev.batch_size))
     if labels and tokenizer.chat_template:
@@ -75,13 +90,6 @@ def run_evaluate(cfg: Config, target: str = BASE, overwrite: bool = False) -> di
     metrics["samples"] = generation_samples(model, tokenizer, model_cfg, rows[: ev.samples], ev.max_length,
                                             ev.sample_max_new_tokens)
     metrics["eval_seconds"] = round(time.perf_counter() - started, 2)
-
-    if target != BASE:
-        atomic_write_json(Path(target) / "metrics.json", metrics)
-        return metrics
-    with staged_output(ev.base_output_dir, "evaluation", overwrite) as folder:
-        atomic_write_json(folder / "metrics.json", metrics)
-        save_config(cfg, folder)
     return metrics
 
 

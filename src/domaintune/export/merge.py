@@ -11,7 +11,9 @@ from pathlib import Path
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, sibling_output, staged_output
+from domaintune.modeling.models import load_causal_lm, load_tokenizer
 from domaintune.modeling.runs import is_adapter_run, load_run_model, run_card, run_config
+from domaintune.modeling.seqcls import load_classifier
 
 
 def run_merge(run_dir: str | Path, output_dir: str | Path | None = None, overwrite: bool = False) -> Path:
@@ -36,3 +38,10 @@ def run_merge(run_dir: str | Path, output_dir: str | Path | None = None, overwri
         atomic_write_json(folder / "domaintune_merged_from.json",
                           {"run": str(run_dir.resolve()), "base_model": cfg.model.name})
     return out
+
+
+def load_merged(folder: str | Path, labels: list[str] | None = None) -> tuple:
+    """A folder `run_merge` wrote, as a plain model and its tokenizer: a causal LM, or with the run's
+    `labels` a sequence classifier."""
+    model = load_classifier(str(folder), labels) if labels else load_causal_lm(str(folder))
+    return model, load_tokenizer(str(folder))

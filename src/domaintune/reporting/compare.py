@@ -2,9 +2,10 @@
 
 Each folder becomes one row per way of serving it: the base model, a full fine-tune, a LoRA run both
 unmerged (adapter on the base) and merged (one plain model), and the TF-IDF baseline. Quality comes
-from metrics.json (a merged LoRA has its adapter's quality: the weights are the same function), the
-training cost from run_card.json, and the inference cost from `latency.measure`, run in a fresh
-process per row (a merged LoRA is first written by `domaintune merge` and served from that folder).
+from metrics.json; a merged LoRA is written by `domaintune merge` and that folder is evaluated itself,
+on the test rows and with the settings its run was evaluated with (merging rounds the weights, and a
+broken merge must show). The training cost comes from run_card.json, and the inference cost from
+`latency.measure`, run in a fresh process per row (a merged LoRA served from its merged folder).
 Each row says what its latency measures (`latency_kind`: generate, classify or tfidf-predict); the
 tables carry a note per kind, since a classifier's forward pass is no 16-token generation.
 Outputs: comparison.json (every figure), report.md, report.html (self-contained).
@@ -20,13 +21,14 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from domaintune.core.config import Settings, load_config
+from domaintune.core.config import EvaluateConfig, Settings, load_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, atomic_write_text, read_json
 from domaintune.core.outputs import check_output, staged_output
-from domaintune.data.prepare import read_split
+from domaintune.data.prepare import read_data_card, read_split
 from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import resolve_model
+from domaintune.modeling.runs import run_config
 from domaintune.reporting.latency import measure_in_subprocess
 from domaintune.reporting.tables import render_markdown
 
@@ -123,10 +125,52 @@ def serving_rows(row: dict) -> list[dict]:
         return [dict(row, variant=serving_kind(row["method"]))]
     merged_parameters = (row["total_parameters"] - row["trainable_parameters"]
                          if row.get("total_parameters") is not None else None)  # the adapter folds in
-    merged = dict(row, variant="lora-merged", name=f"{row['name']}-merged", trainable_parameters=0,
-                  total_parameters=merged_parameters, weights_bytes=merged_weights_bytes(row),
-                  quality_from=row["folder"])
+    unevaluated = {k: v for k, v in row.items() if k not in QUALITY_KEYS}  # filled by `merged_quality`
+    merged = dict(unevaluated, variant="lora-merged", name=f"{row['name']}-merged", trainable_parameters=0,
+                  total_parameters=merged_parameters, weights_bytes=merged_weights_bytes(row))
     return [dict(row, variant="lora"), merged]
+
+
+def merge_and_evaluate(rows: list[dict], work_dir: Path, log) -> dict[int, tuple[Path, float]]:
+    """Write each merged row's folder as `domaintune merge` does and evaluate it; per row index, the
+    folder and the seconds the merge took (load, merge, save)."""
+    from domaintune.export.merge import run_merge
+
+    merged = {}
+    for i, row in enumerate(rows):
+        if row["variant"] == "lora-merged":
+            log(f"merging {row['folder']} and evaluating the merged model")
+            tick = time.perf_counter()
+            folder = run_merge(row["folder"], work_dir / str(i))
+            merged[i] = folder, round(time.perf_counter() - tick, 3)
+            row.update(merged_quality(row, folder))
+    return merged
+
+
+def merged_quality(row: dict, merged_dir: Path) -> dict:
+    """The quality figures of a merged folder, evaluated on the data and with the settings that the run's
+    own metrics.json was evaluated with."""
+    from domaintune.evaluation.evaluate import evaluate_model
+    from domaintune.export.merge import load_merged
+
+    folder = row["folder"]
+    metrics = read_json(Path(folder) / "metrics.json")
+    if "evaluate_settings" not in metrics:
+        raise DomaintuneError(f"{folder}: metrics.json does not record how the run was evaluated (an older "
+                              f"domaintune wrote it); run `domaintune evaluate {folder}` again")
+    run_cfg = run_config(folder)
+    cfg = run_cfg.model_copy(deep=True)
+    cfg.data.output_dir = metrics["data_dir"]
+    cfg.evaluate = EvaluateConfig.model_validate(metrics["evaluate_settings"])
+    data_card = read_data_card(cfg.data.output_dir)
+    if data_card["fingerprint"] != metrics["data_fingerprint"]:
+        raise DomaintuneError(f"{folder} was evaluated on prepared data {metrics['data_fingerprint']}, but "
+                              f"{cfg.data.output_dir} now holds {data_card['fingerprint']}; run "
+                              f"`domaintune evaluate {folder}` again")
+    classifier = row.get("task") == "classification"
+    model, tokenizer = load_merged(merged_dir, row["labels"] if classifier else None)
+    figures = evaluate_model(model, tokenizer, cfg, run_cfg, data_card.get("labels"), classifier)
+    return {k: figures[k] for k in QUALITY_KEYS if k in figures}
 
 
 def latency_texts(rows: list[dict], settings: LatencySettings) -> list[str]:
@@ -138,18 +182,16 @@ def latency_texts(rows: list[dict], settings: LatencySettings) -> list[str]:
 
 
 def measure_row(row: dict, texts: list[str], settings: LatencySettings, work_dir: Path,
-                threads: int | None) -> dict:
+                threads: int | None, merged: tuple[Path, float] | None = None) -> dict:
+    """Time the row in a fresh process; a merged row is served from its merged folder (`merged`: that
+    folder and the merge's seconds)."""
     cfg = load_config(Path(row["folder"]) / "config.yaml", [f"threads={threads}"] if threads else [])
     spec = {"target": "base" if row["method"] == "base" else row["folder"], "variant": row["variant"],
             "task": row.get("task"), "config": cfg.model_dump(mode="json"), "texts": texts, **settings.model_dump()}
-    if row["variant"] != "lora-merged":
+    if merged is None:
         return measure_in_subprocess(spec, work_dir)
-    from domaintune.export.merge import run_merge
-
-    tick = time.perf_counter()
-    spec["merged_dir"] = str(run_merge(row["folder"], work_dir / f"merged-{Path(row['folder']).name}"))
-    merge_seconds = round(time.perf_counter() - tick, 3)  # `domaintune merge`: load, merge, save
-    return measure_in_subprocess(spec, work_dir) | {"merge_seconds": merge_seconds}
+    spec["merged_dir"] = str(merged[0])
+    return measure_in_subprocess(spec, work_dir) | {"merge_seconds": merged[1]}
 
 
 def run_compare(
@@ -176,16 +218,18 @@ def run_compare(
     from domaintune.reporting.html import render_html
 
     with staged_output(output_dir, "compare", overwrite) as folder:
+        merged = merge_and_evaluate(rows, folder / ".merged", log)
         texts: list[str] = []
         if latency is not None and any(r["variant"] != "tfidf-logreg" for r in rows):
             texts = latency_texts([r for r in rows if r["variant"] != "tfidf-logreg"], latency)
-            for row in rows:
+            for i, row in enumerate(rows):
                 if row["variant"] in ("base", "full", "lora", "lora-merged"):
                     log(f"timing {row['name']} ({row['variant']}) in a fresh process")
-                    row.update(measure_row(row, texts, latency, folder / ".latency", threads))
+                    row.update(measure_row(row, texts, latency, folder / ".latency", threads, merged.get(i)))
                     if row["variant"] == "base":
                         row["total_parameters"] = row["inference_parameters"]
             shutil.rmtree(folder / ".latency", ignore_errors=True)
+        shutil.rmtree(folder / ".merged", ignore_errors=True)
         add_relative_figures(rows)
         report = {"rows": rows, "latency_settings": latency.model_dump() if latency else None, "latency_texts": texts,
                   "loss_curves": {r["name"]: loss_curve(r["folder"]) for r in rows

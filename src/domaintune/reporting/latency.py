@@ -29,10 +29,9 @@ from domaintune.core.config import Config, validate_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.runtime import PeakRss, configure_threads, device_name
-from domaintune.modeling.models import load_causal_lm, load_tokenizer
+from domaintune.export.merge import load_merged
 from domaintune.modeling.render import prompt_ids
 from domaintune.modeling.runs import load_run_model, run_card
-from domaintune.modeling.seqcls import load_classifier
 
 
 def load_for_timing(spec: dict, cfg: Config) -> tuple:
@@ -43,10 +42,8 @@ def load_for_timing(spec: dict, cfg: Config) -> tuple:
     both resident, and charge that to the merged model's memory.
     """
     if spec.get("merged_dir"):
-        folder = spec["merged_dir"]
-        if spec.get("task") == "classification":
-            return load_classifier(folder, run_card(spec["target"])["labels"]), load_tokenizer(folder)
-        return load_causal_lm(folder), load_tokenizer(folder)
+        labels = run_card(spec["target"])["labels"] if spec.get("task") == "classification" else None
+        return load_merged(spec["merged_dir"], labels)
     return load_run_model(spec["target"], cfg)
 
 
