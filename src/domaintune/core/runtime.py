@@ -46,14 +46,6 @@ def resolve_precision(setting: str) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
-def configure_threads(threads: int | None) -> int:
-    """Set torch's threads for the whole process: only for a process domaintune started itself (the latency
-    child); a stage run from Python uses `process.config_threads`, which puts the count back."""
-    if threads:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 RETURN_AT_ONCE, KEEP_FOR_REUSE = 1 << 16, 32 << 20  # 32 MiB: where glibc's own adjustment stops
 

@@ -28,7 +28,8 @@ import torch
 from domaintune.core.config import Config, validate_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
-from domaintune.core.runtime import PeakRss, configure_threads, device_name
+from domaintune.core.process import torch_threads
+from domaintune.core.runtime import PeakRss, device_name
 from domaintune.export.merge import load_merged
 from domaintune.modeling.render import prompt_ids
 from domaintune.modeling.runs import load_run_model, run_card
@@ -72,7 +73,6 @@ def time_requests(request: Callable, inputs: list, warmup: int, repeats: int, de
 def measure(spec: dict) -> dict:
     """Load `spec["target"]` as `spec["variant"]`, then time one request per text of `spec["texts"]`."""
     cfg: Config = validate_config(spec["config"])
-    configure_threads(cfg.threads)
     device = device_name()
     started = time.perf_counter()
     model, tokenizer = load_for_timing(spec, cfg)
@@ -151,7 +151,8 @@ def measure_in_subprocess(spec: dict, work_dir: Path) -> dict:
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     try:
-        atomic_write_json(argv[1], measure(spec))
+        with torch_threads(spec["config"].get("threads")):
+            atomic_write_json(argv[1], measure(spec))
     except DomaintuneError as exc:
         print(str(exc), file=sys.stderr)
         return 2
