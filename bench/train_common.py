@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from domaintune import load_config, run_prepare
-from domaintune.core.config import Config
+from domaintune.core.schema import Config
 from domaintune.workflows.demo import DEMO_SETTINGS
 
 MAX_LENGTH = 512  # the seed recipe pads every example to 512; every recipe cuts there too

@@ -1,8 +1,9 @@
 """The Python API: one plain function per pipeline stage, each taking a validated `Config`."""
 
-from domaintune.core.config import Config, config_reference, config_to_yaml, load_config
+from domaintune.core.config import config_reference, config_to_yaml, load_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import read_json
+from domaintune.core.schema import Config
 from domaintune.data.prepare import run_prepare
 from domaintune.evaluation.baseline import run_baseline
 from domaintune.evaluation.evaluate import run_evaluate

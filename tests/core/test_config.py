@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from domaintune.core.config import Config, config_reference, config_to_yaml, load_config, parse_overrides
+from domaintune.core.config import config_reference, config_to_yaml, load_config, parse_overrides
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,8 @@ import random
 import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
 
-from domaintune.core.config import DedupConfig, load_config
+from domaintune.core.config import load_config
+from domaintune.core.schema import DedupConfig
 from domaintune.data import store
 from domaintune.data.dedup import (
     _signature_batch,

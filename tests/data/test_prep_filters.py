@@ -1,6 +1,7 @@
 """Noise filters and dedup: pure functions, milliseconds."""
 
-from domaintune.core.config import DedupConfig, load_config
+from domaintune.core.config import load_config
+from domaintune.core.schema import DedupConfig
 from domaintune.data.dedup import add_band_keys, drop_exact, drop_near, keyed, near_matches, shingles
 from domaintune.data.filters import apply_filters, measure, repeated_ngram_ratio, script_share, symbol_ratio
 from domaintune.data.report import StepLog

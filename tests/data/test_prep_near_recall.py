@@ -8,7 +8,8 @@ import random
 from collections import defaultdict
 
 from conftest import write_csv
-from domaintune.core.config import DedupConfig, load_config
+from domaintune.core.config import load_config
+from domaintune.core.schema import DedupConfig
 from domaintune.data.dedup import keyed, near_duplicate_of
 from domaintune.data.prepare import run_prepare
 from domaintune.data.sources import named_dataset

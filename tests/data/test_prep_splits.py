@@ -5,8 +5,9 @@ from collections import Counter
 
 import pytest
 
-from domaintune.core.config import DedupConfig, load_config
+from domaintune.core.config import load_config
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import DedupConfig
 from domaintune.data.augment import augment_rows, delete_and_swap
 from domaintune.data.dedup import keyed
 from domaintune.data.splits import apply_weights, remove_leaks, split_rows

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from domaintune.cli.main import build_parser
-from domaintune.core.config import Config, load_config
+from domaintune.core.config import load_config
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import Config
 from domaintune.core.sweep_config import schema_keys
 
 ROOT = Path(__file__).resolve().parents[2]

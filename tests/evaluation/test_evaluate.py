@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from domaintune.core.config import PromptConfig
+from domaintune.core.schema import PromptConfig
 from domaintune.evaluation.metrics import classification_metrics
 from domaintune.evaluation.scoring import classify, perplexity, score_options
 from domaintune.modeling.render import answer_ids, prompt_ids

@@ -1,8 +1,8 @@
 import pytest
 from transformers import AutoTokenizer
 
-from domaintune.core.config import PromptConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import PromptConfig
 from domaintune.modeling.render import IGNORE_INDEX, answer_ids, encode_sft, encode_text, prompt_ids
 
 

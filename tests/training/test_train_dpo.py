@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import kill_cli_after_checkpoint
 from domaintune import load_config, run_compare, run_evaluate, run_prepare, run_train
-from domaintune.core.config import DedupConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import DedupConfig
 from domaintune.data.feedback_leaks import drop_test_leaks
 from domaintune.data.prepare import read_split
 from domaintune.serving.feedback_export import run_feedback_export

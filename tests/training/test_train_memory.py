@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from domaintune.core.config import TrainConfig
 from domaintune.core.runtime import PeakRss
+from domaintune.core.schema import TrainConfig
 from domaintune.modeling.methods import recomputes_activations
 
 MIB = 1 << 20

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from domaintune.core.config import Config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, remove_path, replace_dir, staged_dir
+from domaintune.core.schema import Config
 
 MARKER = ".domaintune-output.json"
 KINDS = {

@@ -10,7 +10,7 @@ A search space maps dotted config keys to a range or a list of choices:
         train: [{method: lora, learning_rate: 5e-4}, {method: full, learning_rate: 5e-5}]
 
 A section key (the last line) takes mappings merged into that section: keys that must change together.
-The schema lives apart from config.py to keep that file short; `check_search_space` is called by
+The section lives apart from schema.py to keep that file short; `check_search_space` is called by
 `Config`'s own validator, so a bad space fails at load like any other key.
 """
 
@@ -19,15 +19,16 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from domaintune.core.dotted import set_dotted
 from domaintune.core.strict import StrictModel
+from domaintune.core.validation import describe_validation_error
 
 if TYPE_CHECKING:
-    from domaintune.core.config import Config
+    from domaintune.core.schema import Config
 
 # Keys a sweep cannot search, and why (the error says it).
 FIXED = {
@@ -150,19 +151,6 @@ def choice_label(choice: Any) -> Any:
     return choice
 
 
-def with_value(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """`raw` (a config dump, changed in place) with `key` set; a mapping at a section key is merged in."""
-    *parents, last = key.split(".")
-    node = raw
-    for part in parents:
-        node = node.setdefault(part, {})
-    if isinstance(value, dict) and isinstance(node.get(last), dict):
-        node[last] = {**node[last], **value}
-    else:
-        node[last] = value
-    return raw
-
-
 def schema_keys(section: type[BaseModel], prefix: str = "") -> dict[str, bool]:
     """Every dotted key of the schema -> whether it is a section (True) or a leaf (False)."""
     keys: dict[str, bool] = {}
@@ -175,10 +163,10 @@ def schema_keys(section: type[BaseModel], prefix: str = "") -> dict[str, bool]:
     return keys
 
 
-def check_search_space(cfg: Config, describe: Callable[[ValidationError], str]) -> None:
+def check_search_space(cfg: Config) -> None:
     """Raise ValueError (one line) for a key that is not searchable or a candidate value that does not validate.
 
-    Called by `Config`'s own validator, which passes its error describer: this module stays below config.py.
+    Called by `Config`'s own validator (schema.py), so a bad space fails at load like any other key.
     """
     schema = type(cfg)
     keys = schema_keys(schema)
@@ -195,9 +183,9 @@ def check_search_space(cfg: Config, describe: Callable[[ValidationError], str]) 
             raise ValueError(f"sweep.space: '{key}' is a section: its choices must be mappings of its keys")
         for candidate in param.candidates():
             try:
-                schema.model_validate(with_value(copy.deepcopy(base), key, candidate))
+                schema.model_validate(set_dotted(copy.deepcopy(base), key, candidate))
             except ValidationError as exc:
-                problem = describe(exc)
+                problem = describe_validation_error(exc, schema)
                 raise ValueError(f"sweep.space: '{key}' value {candidate!r}: {problem}") from None
         if cfg.sweep.sampler == "grid":
             try:

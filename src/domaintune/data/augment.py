@@ -12,8 +12,8 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 
-from domaintune.core.config import Config
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import Config
 from domaintune.data.store import Rows
 from domaintune.data.variants import variant
 

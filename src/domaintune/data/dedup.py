@@ -25,7 +25,7 @@ import numpy as np
 import xxhash
 from datasketch import MinHash, MinHashLSH
 
-from domaintune.core.config import DedupConfig
+from domaintune.core.schema import DedupConfig
 from domaintune.data.clean import normalized_key
 from domaintune.data.report import EXAMPLES_PER_RULE, StepLog
 from domaintune.data.store import Rows

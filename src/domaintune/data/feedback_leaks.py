@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from domaintune.core.config import DedupConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import DedupConfig
 from domaintune.data.dedup import keyed
 from domaintune.data.prepare import read_split
 from domaintune.data.splits import leaks_into

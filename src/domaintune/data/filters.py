@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from domaintune.core.config import DataConfig
+from domaintune.core.schema import DataConfig
 from domaintune.data.clean import looks_garbled
 from domaintune.data.dedup import exact_key
 from domaintune.data.report import EXAMPLES_PER_RULE, StepLog

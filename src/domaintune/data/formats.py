@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterator
 from itertools import chain, islice
 
-from domaintune.core.config import DataConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import DataConfig
 from domaintune.data.clean import clean_text
 from domaintune.data.readers import Table
 from domaintune.data.report import BadRows

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from domaintune.core.config import Config, DedupConfig, PromptConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import Config, DedupConfig, PromptConfig
 from domaintune.data.clean import clean_text
 from domaintune.data.dedup import jaccard, shingles
 from domaintune.data.store import Rows

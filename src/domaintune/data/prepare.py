@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from domaintune.core.config import Config, DataConfig, save_config
+from domaintune.core.config import save_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, atomic_write_text
 from domaintune.core.outputs import check_output, config_inputs, data_inputs, staged_output
+from domaintune.core.schema import Config, DataConfig
 from domaintune.data import card as card_mod
 from domaintune.data.augment import augment_rows
 from domaintune.data.dedup import add_band_keys, drop_exact, drop_near

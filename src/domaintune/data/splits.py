@@ -9,8 +9,8 @@ import random
 
 import numpy as np
 
-from domaintune.core.config import DedupConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import DedupConfig
 from domaintune.data.dedup import exact_matches, near_matches
 from domaintune.data.store import Rows
 

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset, concatenate_datasets
 
-from domaintune.core.config import DataConfig
+from domaintune.core.schema import DataConfig
 
 BATCH = 1000
 # A pool of workers costs ~0.7 s per map (fork, pickling, one Arrow file each; measured on a loaded 2-core

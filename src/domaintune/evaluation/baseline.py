@@ -18,10 +18,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from domaintune.core.config import Config, save_config
+from domaintune.core.config import save_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, staged_output
+from domaintune.core.schema import Config
 from domaintune.data.prepare import read_data_card, read_split
 from domaintune.evaluation.metrics import classification_metrics
 

@@ -17,11 +17,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from domaintune.core.config import Config, save_config
+from domaintune.core.config import save_config
 from domaintune.core.errors import DomaintuneError, warn
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, staged_output
 from domaintune.core.process import config_threads
+from domaintune.core.schema import Config
 from domaintune.data.card import leak_warning
 from domaintune.data.prepare import read_data_card, read_split
 from domaintune.evaluation.metrics import classification_metrics

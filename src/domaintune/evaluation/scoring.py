@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from domaintune.core.config import Config
+from domaintune.core.schema import Config
 from domaintune.modeling.render import answer_ids, encode_text, prompt_ids
 
 

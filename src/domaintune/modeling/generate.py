@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from domaintune.core.config import Config
 from domaintune.core.process import config_threads
+from domaintune.core.schema import Config
 from domaintune.modeling.render import prompt_ids
 from domaintune.modeling.runs import BASE, load_run_model, run_config
 

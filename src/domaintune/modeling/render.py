@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from domaintune.core.config import PromptConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import PromptConfig
 
 IGNORE_INDEX = -100  # label value that transformers' loss skips
 

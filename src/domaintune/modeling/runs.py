@@ -7,9 +7,10 @@ from pathlib import Path
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from domaintune.core.config import Config, load_config
+from domaintune.core.config import load_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import read_json
+from domaintune.core.schema import Config
 from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import load_base, load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
 from domaintune.modeling.seqcls import load_classifier, set_pad_token

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from domaintune.core.config import EvaluateConfig, Settings, load_config
+from domaintune.core.config import load_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, atomic_write_text, read_json
 from domaintune.core.outputs import check_output, staged_output
+from domaintune.core.schema import EvaluateConfig, Settings
 from domaintune.data.prepare import read_data_card, read_split
 from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import resolve_model

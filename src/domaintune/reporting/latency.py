@@ -25,11 +25,12 @@ import numpy as np
 import psutil
 import torch
 
-from domaintune.core.config import Config, validate_config
+from domaintune.core.config import validate_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.process import torch_threads
 from domaintune.core.runtime import PeakRss, device_name
+from domaintune.core.schema import Config
 from domaintune.export.merge import load_merged
 from domaintune.modeling.render import prompt_ids
 from domaintune.modeling.runs import load_run_model, run_card

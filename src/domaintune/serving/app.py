@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from domaintune.core.config import Config, Settings
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.process import config_threads
+from domaintune.core.schema import Config, Settings
 from domaintune.serving.feedback_store import FeedbackStore, default_db_path
 from domaintune.serving.guard import (
     ApiError,

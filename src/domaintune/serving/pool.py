@@ -19,8 +19,8 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from domaintune.core.config import Config, PromptConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import Config, PromptConfig
 from domaintune.modeling.models import load_base, load_causal_lm, load_tokenizer
 from domaintune.modeling.runs import BASE, is_adapter_run, run_card, run_config, weights_dir
 

@@ -22,8 +22,8 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from domaintune.core.config import Config
 from domaintune.core.errors import DomaintuneError, warn
+from domaintune.core.schema import Config
 from domaintune.data.feedback_leaks import drop_test_leaks
 from domaintune.modeling.methods import Method
 from domaintune.modeling.methods.lora import lora_config

@@ -31,11 +31,12 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 
-from domaintune.core.config import Config, save_config
+from domaintune.core.config import save_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, atomic_write_text, folder_bytes
 from domaintune.core.outputs import replace_output
 from domaintune.core.runtime import PeakRss, git_commit, hardware, library_versions, resolve_precision
+from domaintune.core.schema import Config
 from domaintune.modeling.methods import Method, recomputes_activations
 from domaintune.modeling.models import count_parameters
 from domaintune.training.checkpoints import (

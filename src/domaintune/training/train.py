@@ -26,11 +26,11 @@ from transformers import (
     TrainingArguments,
 )
 
-from domaintune.core.config import Config, TrainConfig
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.outputs import check_output, config_inputs
 from domaintune.core.process import config_threads
 from domaintune.core.runtime import freed_memory_policy
+from domaintune.core.schema import Config, TrainConfig
 from domaintune.data.prepare import read_data_card, read_split
 from domaintune.modeling import methods
 from domaintune.modeling.methods import check_method_supported, recomputes_activations

@@ -12,7 +12,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from domaintune.core.config import Config, load_config
+from domaintune.core.config import load_config
+from domaintune.core.schema import Config
 from domaintune.data.prepare import check_prepare_output, run_prepare
 from domaintune.evaluation.baseline import check_baseline_output, run_baseline
 from domaintune.evaluation.evaluate import check_base_output, run_evaluate

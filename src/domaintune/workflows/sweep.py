@@ -30,12 +30,14 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
-from domaintune.core.config import Config, validate_config
+from domaintune.core.config import validate_config
+from domaintune.core.dotted import set_dotted
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, read_json
 from domaintune.core.outputs import config_inputs, data_inputs, open_output_in_place
 from domaintune.core.process import optuna_verbosity
-from domaintune.core.sweep_config import SearchParam, choice_label, with_value
+from domaintune.core.schema import Config
+from domaintune.core.sweep_config import SearchParam, choice_label
 from domaintune.data.prepare import read_split, run_prepare
 from domaintune.training.checkpoints import work_dir
 from domaintune.training.train import run_train
@@ -207,7 +209,7 @@ def trial_config(cfg: Config, values: dict[str, Any], run_dir: Path, prepared: P
     """The base config with the trial's values set: an ordinary config, with no sweep section."""
     raw = cfg.model_dump(mode="json", exclude={"sweep"})
     for key, value in values.items():
-        with_value(raw, key, value)
+        set_dotted(raw, key, value)
     raw["train"]["output_dir"] = str(run_dir)
     raw["data"]["output_dir"] = str(prepared)
     return validate_config(raw, f"trial {run_dir.name}")

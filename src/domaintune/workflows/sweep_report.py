@@ -16,8 +16,9 @@ from matplotlib.figure import Figure  # not pyplot: no backend to select, nothin
 from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from domaintune.core.config import Config, config_to_yaml
+from domaintune.core.config import config_to_yaml
 from domaintune.core.io import atomic_write_json, atomic_write_text
+from domaintune.core.schema import Config
 
 COLUMNS = ("val_loss", "steps", "pruned_at_step", "train_seconds", "trial_seconds", "train_tokens_per_second",
            "trainable_parameters", "size_bytes", "peak_rss_bytes")

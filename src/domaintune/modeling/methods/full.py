@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel
 
-from domaintune.core.config import TrainConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import TrainConfig
 from domaintune.modeling.methods.registry import Method, register
 
 

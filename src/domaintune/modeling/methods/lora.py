@@ -18,8 +18,8 @@ import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from domaintune.core.config import TrainConfig
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.schema import TrainConfig
 from domaintune.modeling.methods.registry import Method, register
 
 LORA_LEARNING_RATE = 2e-4
