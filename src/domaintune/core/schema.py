@@ -329,6 +329,10 @@ class EvaluateConfig(StrictModel):
     baseline_output_dir: str = Field(
         "runs/tfidf", description="Where `domaintune baseline` writes the TF-IDF + logistic regression metrics."
     )
+    bootstrap_resamples: int = Field(
+        1000, ge=1000, description="Bootstrap resamples behind every 95% interval and paired test (seeded by "
+        "`seed`); 1,000 keeps the Monte Carlo error of a 2.5% quantile small beside the interval itself.",
+    )
 
 
 class Config(StrictModel):
