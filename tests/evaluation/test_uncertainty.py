@@ -75,6 +75,13 @@ def test_perplexity_is_token_weighted_over_documents():
     assert math.exp(5 / 5) - 5e-6 <= low <= math.exp(55 / 20) <= high <= math.exp(40 / 10) + 5e-6
 
 
+def test_a_document_with_no_scored_token_keeps_the_interval():
+    # A one-token document: evaluate scores nothing in it (its token has no context) but keeps its row.
+    rows = [Prediction("test", str(i), nll=n, tokens=t) for i, (n, t) in enumerate([(10.0, 5), (0.0, 0), (40.0, 10)])]
+    low, high = intervals(rows, None, 1000, seed=0)["perplexity_ci"]
+    assert low <= math.exp(50 / 15) <= high
+
+
 def test_mcnemar_exact_p_value_by_hand():
     # 10 examples only the first model gets right, 2 only the second: p = 2 * P(X <= 2), X ~ Bin(12, 1/2).
     first = [True] * 10 + [False] * 2 + [True] * 30

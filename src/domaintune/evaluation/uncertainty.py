@@ -80,7 +80,8 @@ def statistics_of(rows: list[Prediction], labels: Sequence[str] | None) -> dict[
         gold, predicted = [r.gold for r in rows], [r.predicted for r in rows]
         found["accuracy"] = accuracy_statistic(gold, predicted)
         found["macro_f1"] = macro_f1_statistic(gold, predicted, labels)
-    if rows and all(r.nll is not None and r.tokens for r in rows):
+    # A one-token document has nothing scored (tokens 0) but is still one of the documents resampled.
+    if rows and all(r.nll is not None and r.tokens is not None for r in rows):
         found["perplexity"] = perplexity_statistic([r.nll for r in rows], [r.tokens for r in rows])
     return found
 
