@@ -14,6 +14,7 @@ run_card.json, config.yaml; docs of issue 13's contract), over a prepared folder
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,44 @@ def test_folders_of_other_examples_are_compared_without_a_paired_test(folders):
     assert report["paired_tests"] == []
     assert any(n.startswith("same vs base: no paired test: same (test) and base (test) were evaluated on different "
                             "examples (0 only in the first, 10 only in the second)") for n in report["notes"])
+
+
+WIDE_COSTS = {  # every cost column filled, with figures as wide as a 1.7B model's
+    "trainable_parameters": 1_711_376_384, "total_parameters": 1_711_376_384, "weights_bytes": 3_422_752_768,
+    "train_wall_seconds": 12345.6, "train_tokens_per_second": 1234.0, "peak_train_rss_bytes": 23_000_000_000,
+    "load_seconds": 12.34, "latency_kind": "generate", "latency_p50_ms": 1234.5, "latency_p95_ms": 2345.6,
+    "requests_per_second": 0.8, "generated_tokens_per_second": 12.9, "rss_after_load_bytes": 7_000_000_000,
+    "peak_rss_generating_bytes": 7_500_000_000, "peak_rss_classifying_bytes": 7_400_000_000, "max_new_tokens": 16,
+}
+
+
+def test_report_html_needs_no_sideways_scrolling_on_a_laptop(folders):
+    """Every table of report.html fits a 1280-pixel window, with every cost column filled."""
+    from playwright.sync_api import sync_playwright
+
+    from domaintune.reporting.html import render_html
+
+    chromium = Path("/usr/bin/chromium")  # Debian's, as tests/serving/test_browser.py drives (no download)
+    if not chromium.is_file():
+        pytest.fail(f"{chromium} is missing: install Debian's chromium (`make test` does it)")
+
+    report = _compare(folders, ["base", "good", "same", "tfidf"])
+    report["rows"] = [dict(r, **WIDE_COSTS, name=f"{r['name']}-with-a-long-run-name") for r in report["rows"]]
+    page_path = folders / "wide.html"
+    page_path.write_text(render_html(report))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=["--headless", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(page_path.as_uri())
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        tables = page.evaluate("[...document.querySelectorAll('table')].map(t => t.getBoundingClientRect().right)")
+        # Readable, not merely squeezed in: no figure of the quality and cost tables is broken over two lines
+        # (a long run name may wrap).
+        figures = "table.quality td:not(:first-child), table.cost td:not(:first-child)"
+        wrapped = page.evaluate(f"""[...document.querySelectorAll('{figures}')].filter(td => {{
+            const range = document.createRange(); range.selectNodeContents(td);
+            return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1;
+        }}).map(td => td.textContent)""")
+        browser.close()
+    assert overflow <= 0 and max(tables) <= 1280, f"{overflow} px of sideways scrolling; table right edges {tables}"
+    assert wrapped == [], "figures broken over lines"

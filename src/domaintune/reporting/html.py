@@ -109,14 +109,15 @@ def latency_plot(rows: list[dict]) -> str | None:
                         "rows[].latency_kind; bars of different kinds time different work (see the notes above).")
 
 
-def grid_html(cells: list[list[str]], keys: list[str] | None = None, classes: list[str] | None = None) -> str:
+def grid_html(cells: list[list[str]], keys: list[str] | None = None, classes: list[str] | None = None,
+              kind: str = "") -> str:
     """A table of text cells; `keys` adds each column's comparison.json field under its header."""
     head = "".join(f"<th>{html.escape(h)}" + (f"<br><code>{html.escape(keys[i])}</code>" if keys else "") + "</th>"
                    for i, h in enumerate(cells[0]))
     classes = classes or [""] * (len(cells) - 1)
     body = "".join(f"<tr class='{kind}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for kind, row in zip(classes, cells[1:], strict=True))
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table class='{kind}'><tr>{head}</tr>{body}</table>"
 
 
 def quality_html(report: dict) -> str:
@@ -124,7 +125,8 @@ def quality_html(report: dict) -> str:
     cells = quality_cells(rows, references, significance_marks(report.get("paired_tests", [])))
     keys = [k for k, _, _ in present(QUALITY_COLUMNS, rows)]
     classes = [""] * len(rows) + ["reference"] * len(references)
-    return grid_html(cells, ["rows[]." + k for k in keys[:1]] + [f"rows[].{k} + _ci" for k in keys[1:]], classes)
+    return grid_html(cells, ["rows[]." + k for k in keys[:1]] + [f"rows[].{k} + _ci" for k in keys[1:]], classes,
+                     "quality")
 
 
 def cost_html(rows: list[dict]) -> str:
@@ -132,7 +134,8 @@ def cost_html(rows: list[dict]) -> str:
     for title, columns in COST_TABLES:
         cells = table_cells(rows, columns)
         if len(cells[0]) > 1:
-            parts += [f"<h3>{html.escape(title)}</h3>", grid_html(cells, [k for k, _, _ in present(columns, rows)])]
+            parts += [f"<h3>{html.escape(title)}</h3>", grid_html(cells, [k for k, _, _ in present(columns, rows)],
+                                                                   kind="cost")]
     return "".join(parts)
 
 
@@ -170,9 +173,9 @@ def per_class_html(rows: list[dict]) -> str:
 def feedback_html(feedback: dict | None) -> str:
     if not feedback:
         return ""
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in feedback_lines(feedback))
     return (f"<h2>Reviewers' votes</h2><p class='note'>Blind A/B votes from {html.escape(feedback['database'])} "
-            f"(<code>feedback.pairs[]</code>); a win rate counts decisive votes, ties apart.</p><ul>{items}</ul>")
+            f"(<code>feedback.pairs[]</code>); a win rate counts decisive votes, ties apart.</p>"
+            + bullets(feedback_lines(feedback)))
 
 
 def samples_html(rows: list[dict]) -> str:
@@ -193,27 +196,42 @@ def samples_html(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def bullets(lines: list[str]) -> str:
+    return f"<ul class='note'>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>" if lines else ""
+
+
+def quality_section(report: dict) -> str:
+    """The quality table, its marks, the paired differences and the notes (never-predicted classes,
+    folders without predictions, how the reference rows were made)."""
+    paired = report.get("paired_tests", [])
+    parts = ["<h2>Quality</h2>", quality_html(report), f"<p class='note'>{html.escape(MARKS)}</p>"]
+    if paired:
+        parts += ["<h3>Paired differences (model minus reference, on the same examples; <code>paired_tests[]</code>)"
+                  "</h3>", grid_html(paired_cells(paired), kind="paired")]
+    return "".join(parts) + bullets(never_predicted(report["rows"]) + report.get("notes", []))
+
+
+def cost_section(report: dict) -> str:
+    rows, settings = report["rows"], report.get("latency_settings")
+    timing = ("Inference timed per request in a fresh process per model, "
+              f"{settings['warmup']} warm-up requests excluded, tokenization excluded (latency_settings)."
+              if settings else "Inference cost of the language models was not measured.")
+    latency = latency_notes(rows)
+    kinds = "<p>What one timed request is, by <code>latency_kind</code>:</p>" + bullets(latency) if latency else ""
+    return (f"<h2>Cost</h2><p class='note'>{html.escape(timing)} Header codes are comparison.json field names "
+            f"(rows[]).</p>{cost_html(rows)}{kinds}")
+
+
 def render_html(report: dict) -> str:
-    rows, paired = report["rows"], report.get("paired_tests", [])
+    rows = report["rows"]
     # Labels are run names, which may hold "$": mathtext would draw "$x$" as math and fail on "$^$".
     with matplotlib.rc_context({"text.parse_math": False}):
         plots = [p for p in (loss_plot(report.get("loss_curves", {})), quality_cost_plot(rows), latency_plot(rows))
                  if p]
-    settings = report.get("latency_settings")
-    timing = ("Inference timed per request in a fresh process per model, "
-              f"{settings['warmup']} warm-up requests excluded, tokenization excluded (latency_settings)."
-              if settings else "Inference cost of the language models was not measured.")
-    latency = "".join(f"<li>{html.escape(n)}</li>" for n in latency_notes(rows))
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in never_predicted(rows) + report.get("notes", []))
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>domaintune comparison</title>",
         f"<style>{STYLE}</style></head><body><h1>domaintune comparison</h1>",
-        "<h2>Quality</h2>", quality_html(report), f"<p class='note'>{html.escape(MARKS)}</p>",
-        "<h3>Paired differences (model minus reference, on the same examples; <code>paired_tests[]</code>)</h3>"
-        + grid_html(paired_cells(paired)) if paired else "", f"<ul class='note'>{notes}</ul>" if notes else "",
-        "<h2>Cost</h2>", f"<p class='note'>{html.escape(timing)} Header codes are comparison.json field names "
-        "(rows[]).</p>", cost_html(rows), f"<p>What one timed request is, by <code>latency_kind</code>:</p>"
-        f"<ul class='note'>{latency}</ul>" if latency else "", per_class_html(rows), "<h2>Plots</h2>", *plots,
+        quality_section(report), cost_section(report), per_class_html(rows), "<h2>Plots</h2>", *plots,
         "<h2>Generation samples</h2>", samples_html(rows), feedback_html(report.get("feedback")),
         "<h2>comparison.json</h2><details><summary>all figures</summary><pre>",
         html.escape(json.dumps(report, indent=1)), "</pre></details></body></html>",
