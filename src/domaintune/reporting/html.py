@@ -32,7 +32,7 @@ from domaintune.reporting.tables import (
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;font-size:13px;margin-bottom:.5em}
 td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}
-th code{font-size:10px;color:#666;word-break:break-all}figure{display:inline-block;margin:0 1em 1em 0}
+th code{font-size:10px;color:#666}figure{display:inline-block;margin:0 1em 1em 0}
 figcaption{font-size:12px;color:#444;max-width:520px}pre{white-space:pre-wrap;font-size:11px}
 svg{max-width:100%;height:auto}tr.reference td{font-style:italic;color:#555}
 .classes{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}
@@ -112,8 +112,9 @@ def latency_plot(rows: list[dict]) -> str | None:
 def grid_html(cells: list[list[str]], keys: list[str] | None = None, classes: list[str] | None = None,
               kind: str = "") -> str:
     """A table of text cells; `keys` adds each column's comparison.json field under its header."""
-    head = "".join(f"<th>{html.escape(h)}" + (f"<br><code>{html.escape(keys[i])}</code>" if keys else "") + "</th>"
-                   for i, h in enumerate(cells[0]))
+    # A field name may break after an underscore (<wbr>), so that a narrow column keeps its header readable.
+    codes = [f"<br><code>{html.escape(k).replace('_', '_<wbr>')}</code>" for k in keys or []] or [""] * len(cells[0])
+    head = "".join(f"<th>{html.escape(h)}{code}</th>" for h, code in zip(cells[0], codes, strict=True))
     classes = classes or [""] * (len(cells) - 1)
     body = "".join(f"<tr class='{kind}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for kind, row in zip(classes, cells[1:], strict=True))

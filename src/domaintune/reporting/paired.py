@@ -36,7 +36,7 @@ def labels_of(row: dict) -> list[str] | None:
     return (row.get("confusion_matrix") or {}).get("labels")
 
 
-def test_pair(row: dict, against: dict) -> dict:
+def paired_result(row: dict, against: dict) -> dict:
     """`row` minus `against` on every statistic both folders' predictions hold, per set."""
     resamples, seed = bootstrap_settings(row["folder"])
     result: dict = {"model": row["name"], "against": against["name"], "against_variant": against["variant"],
@@ -70,7 +70,7 @@ def paired_comparisons(rows: list[dict]) -> tuple[list[dict], list[str]]:
             if against is None or against is row or row["variant"] == "base" or not has_predictions(against):
                 continue
             try:
-                results.append(test_pair(row, against))
+                results.append(paired_result(row, against))
             except DomaintuneError as exc:
                 notes.append(f"{row['name']} vs {against['name']}: no paired test: {exc}")
     return results, notes
