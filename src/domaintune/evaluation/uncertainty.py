@@ -122,7 +122,7 @@ def bootstrap_p_value(difference: np.ndarray) -> float:
     resample counted once so that p is never 0 from a finite number of resamples."""
     resampled = difference[1:]
     tail = min((resampled <= 0).sum(), (resampled >= 0).sum())
-    return min(1.0, 2 * (tail + 1) / (len(resampled) + 1))
+    return min(1.0, 2 * (int(tail) + 1) / (len(resampled) + 1))  # a Python float: comparisons give a JSON bool
 
 
 def mcnemar_p_value(first_correct: Sequence[bool], second_correct: Sequence[bool]) -> float:
