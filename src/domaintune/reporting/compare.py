@@ -8,6 +8,9 @@ broken merge must show). The training cost comes from run_card.json, and the inf
 `latency.measure`, run in a fresh process per row (a merged LoRA served from its merged folder).
 Each row says what its latency measures (`latency_kind`: generate, classify or tfidf-predict); the
 tables carry a note per kind, since a classifier's forward pass is no 16-token generation.
+Each model is tested against the base and the TF-IDF baseline on the same examples (paired.py), and
+rows for always-the-majority and the label prior come from the prepared data (references.py). With a
+feedback database, the review page's win rates join the report (evaluation/win_rates.py).
 Outputs: comparison.json (every figure), report.md, report.html (self-contained).
 """
 
@@ -27,15 +30,19 @@ from domaintune.core.io import atomic_write_json, atomic_write_text, read_json
 from domaintune.core.outputs import check_output, staged_output
 from domaintune.core.schema import EvaluateConfig, Settings
 from domaintune.data.prepare import read_data_card, read_split
+from domaintune.evaluation.win_rates import pair_results, read_votes
 from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import resolve_model
 from domaintune.modeling.runs import run_config
 from domaintune.reporting.latency import measure_in_subprocess
-from domaintune.reporting.tables import render_markdown
+from domaintune.reporting.markdown import render_markdown
+from domaintune.reporting.paired import paired_comparisons
+from domaintune.reporting.references import reference_rows
 
 QUALITY_KEYS = ("perplexity", "test_loss", "accuracy", "macro_f1", "general_perplexity", "per_class",
                 "confusion_matrix", "samples", "test_rows", "latency_p50_ms", "latency_p95_ms",
-                "requests_per_second")
+                "requests_per_second", "perplexity_ci", "accuracy_ci", "macro_f1_ci", "general_perplexity_ci",
+                "tokens_in_split")
 CARD_KEYS = ("task", "labels", "trainable_parameters", "total_parameters", "weights_bytes", "train_wall_seconds",
              "train_tokens_per_second", "steps", "train_tokens")
 
@@ -60,7 +67,8 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
     if not (folder / "config.yaml").is_file():
         raise DomaintuneError(f"{folder}: config.yaml is missing; the folder is incomplete")
     metrics = read_json(folder / "metrics.json")
-    row: dict = {"name": name or folder.name, "folder": str(folder), "base_model": metrics.get("base_model")}
+    row: dict = {"name": name or folder.name, "folder": str(folder), "base_model": metrics.get("base_model"),
+                 "data_dir": metrics.get("data_dir"), "data_fingerprint": metrics.get("data_fingerprint")}
     row.update({k: metrics[k] for k in QUALITY_KEYS if k in metrics})
     if (folder / "run_card.json").is_file():
         card = read_json(folder / "run_card.json")
@@ -203,10 +211,12 @@ def run_compare(
     threads: int | None = None,
     log=lambda line: None,
     overwrite: bool = False,
+    feedback: str | Path | None = None,
 ) -> Path:
     """Write comparison.json, report.md and report.html for the folders; returns the HTML report's path.
 
     An existing `output_dir` is replaced only if it is a comparison, or with `overwrite` (outputs.py).
+    `feedback`: a review database (`domaintune serve`'s feedback.sqlite) whose win rates join the report.
     """
     if not folders:
         raise DomaintuneError("compare needs at least one evaluated folder (a run folder or runs/base)")
@@ -216,6 +226,7 @@ def run_compare(
     folder_rows = [read_folder(f, names[i] if names else None) for i, f in enumerate(folders)]
     check_same_base(folder_rows)
     rows = [r for row in folder_rows for r in serving_rows(row)]
+    votes = {"database": str(feedback), "pairs": pair_results(read_votes(feedback))} if feedback else None
     from domaintune.reporting.html import render_html
 
     with staged_output(output_dir, "compare", overwrite) as folder:
@@ -232,11 +243,15 @@ def run_compare(
             shutil.rmtree(folder / ".latency", ignore_errors=True)
         shutil.rmtree(folder / ".merged", ignore_errors=True)
         add_relative_figures(rows)
-        report = {"rows": rows, "latency_settings": latency.model_dump() if latency else None, "latency_texts": texts,
+        paired, paired_notes = paired_comparisons(rows)
+        references, reference_notes = reference_rows(rows)
+        report = {"rows": rows, "reference_rows": references, "paired_tests": paired,
+                  "notes": paired_notes + reference_notes, "feedback": votes,
+                  "latency_settings": latency.model_dump() if latency else None, "latency_texts": texts,
                   "loss_curves": {r["name"]: loss_curve(r["folder"]) for r in rows
                                   if r["variant"] in ("lora", "full")}}
         atomic_write_json(folder / "comparison.json", report)
-        atomic_write_text(folder / "report.md", render_markdown(rows))
+        atomic_write_text(folder / "report.md", render_markdown(report))
         atomic_write_text(folder / "report.html", render_html(report))
     return Path(output_dir) / "report.html"
 
