@@ -77,10 +77,11 @@ class Selection:
 
 def describe(selection: dict) -> str:
     """One line for the CLI from a run card's `selection` entry."""
-    line = (f"chose {FEATURE_NAMES[selection['features']]}, C={selection['C']}, "
-            f"class_weight={selection['class_weight'] or 'none'} by {selection['selected_on']} macro-F1 "
-            f"{selection['score']} (best of {len(selection['candidates'])})")
-    return line + (f"; {selection['fallback_reason']}" if selection["fallback_reason"] else "")
+    where = "on val" if selection["selected_on"] == "val" else f"in {selection['selected_on']}"
+    reason = f" ({selection['fallback_reason']})" if selection["fallback_reason"] else ""
+    return (f"chose {FEATURE_NAMES[selection['features']]}, C={selection['C']}, "
+            f"class_weight={selection['class_weight'] or 'none'}: macro-F1 {selection['score']} {where}{reason}, "
+            f"the best of {len(selection['candidates'])} settings")
 
 
 def select_settings(train: list[dict], val: list[dict], seed: int) -> Selection:
@@ -103,7 +104,6 @@ def select_settings(train: list[dict], val: list[dict], seed: int) -> Selection:
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = list(cv.split(np.zeros(len(train)), gold[: len(train)]))
         selected_on = f"{folds}-fold cross-validation on train"
-        reason = f"{reason}: scored by {selected_on} instead"
 
     with one_blas_thread():
         scores = _score_candidates(texts, gold, labels, splits, seed)
