@@ -19,14 +19,16 @@ from sklearn.pipeline import Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from domaintune.core.config import save_config
+from domaintune.core.data_card import read_data_card
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, staged_output
+from domaintune.core.run_card import BASELINE_METHOD, BaselineCard, write_run_card
 from domaintune.core.schema import Config
-from domaintune.data.prepare import read_data_card, read_split
+from domaintune.data.prepare import read_split
 from domaintune.evaluation.metrics import classification_metrics
 
-METHOD = "tfidf-logreg"
+METHOD = BASELINE_METHOD
 MODEL_FILE = "model.skops"
 
 
@@ -48,7 +50,7 @@ def run_baseline(cfg: Config, overwrite: bool = False) -> dict:
     in the same process (in `demo --compare`, two trainings), not the baseline's own few MiB.
     """
     check_baseline_output(cfg, overwrite)
-    labels = read_data_card(cfg.data.output_dir).get("labels")
+    labels = read_data_card(cfg.data.output_dir).labels
     if not labels:
         raise DomaintuneError(
             f"{cfg.data.output_dir}: the baseline needs labelled data (data.format=classification)"
@@ -81,16 +83,16 @@ def run_baseline(cfg: Config, overwrite: bool = False) -> dict:
     with staged_output(out, "baseline", overwrite) as folder:
         (folder / MODEL_FILE).write_bytes(blob)
         atomic_write_json(folder / "metrics.json", metrics)
-        atomic_write_json(folder / "run_card.json", {
-            "method": METHOD,
-            "base_model": None,
-            "train_rows": len(train),
-            "vocabulary_size": len(pipeline.named_steps["tfidf"].vocabulary_),
-            "train_wall_seconds": round(wall, 3),
-            "trainable_parameters": parameters,
-            "total_parameters": parameters,
-            "weights_bytes": len(blob),
-        })
+        write_run_card(folder, BaselineCard(
+            method=METHOD,
+            base_model=None,
+            train_rows=len(train),
+            vocabulary_size=len(pipeline.named_steps["tfidf"].vocabulary_),
+            train_wall_seconds=round(wall, 3),
+            trainable_parameters=parameters,
+            total_parameters=parameters,
+            weights_bytes=len(blob),
+        ))
         save_config(cfg, folder)
     return metrics
 
