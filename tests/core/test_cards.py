@@ -81,7 +81,9 @@ def test_not_json_and_missing_folder(tmp_path):
 
 def test_data_card_round_trip_and_nested_field_errors(tmp_path):
     card = fake_data_card(bad_rows={"count": 1, "by_reason": {"empty text": 1},
-                                    "rows": [{"source": "a.csv", "where": "line 3", "reason": "empty text"}]})
+                                    "rows": [{"source": "a.csv", "where": "line 3", "reason": "empty text"}]},
+                          label_near_misses=[{"label": "positve", "rows": 1, "suggestion": "positive",
+                                              "suggestion_rows": 300}])
     write_data_card(tmp_path, card)
     back = read_data_card(tmp_path)
     assert isinstance(back, DataCard) and back == card

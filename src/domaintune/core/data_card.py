@@ -90,6 +90,23 @@ class TokenLengths(CardModel):
     histogram: str | None = None
 
 
+class LabelNearMiss(CardModel):
+    """A rare label that looks like a typo of a frequent one (data/hygiene.py says when)."""
+
+    label: str
+    rows: int
+    suggestion: str
+    suggestion_rows: int
+
+
+class UnmaskedPii(CardModel):
+    """Rows read that hold personal data which `data.clean` was not set to mask."""
+
+    rows: int = Field(description="Rows holding any of the kinds below.")
+    by_kind: dict[str, int] = Field(description="Rows per kind (email, url, phone) whose masking is off.")
+    mask_keys: list[str] = Field(description="The config keys that would mask the kinds found.")
+
+
 class DataCard(CardModel):
     format: Literal["classification", "text", "instruction", "chat"]
     sources: dict[str, CardSource]
@@ -108,6 +125,9 @@ class DataCard(CardModel):
     label_distribution: dict[str, dict[str, int]] | None
     garbled_rows: GarbledRows
     token_lengths: TokenLengths
+    # Counted since the label and privacy checks came; None in older cards.
+    label_near_misses: list[LabelNearMiss] | None = None  # classification data only
+    unmasked_pii: UnmaskedPii | None = None
 
 
 def write_data_card(folder: Path, card: DataCard) -> Path:

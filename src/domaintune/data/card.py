@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from domaintune.core.data_card import DataCard, GarbledRows
+from domaintune.data.hygiene import label_warning, pii_warning
 from domaintune.data.store import Rows
 
 HISTOGRAM = "token_lengths.png"
@@ -81,7 +82,9 @@ def leak_warning(card: DataCard) -> str | None:
 
 def data_warnings(card: DataCard) -> list[str]:
     """What in the prepared data needs a look before training on it, one line each."""
-    return [w for w in (garbled_warning(card.garbled_rows), leak_warning(card)) if w]
+    checks = (garbled_warning(card.garbled_rows), leak_warning(card), label_warning(card.label_near_misses),
+              pii_warning(card.unmasked_pii))
+    return [w for w in checks if w]
 
 
 def _cell(text: str) -> str:

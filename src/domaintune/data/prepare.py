@@ -36,6 +36,7 @@ from domaintune.data.augment import augment_rows
 from domaintune.data.dedup import add_band_keys, drop_exact, drop_near
 from domaintune.data.filters import apply_filters, measure, needs_tokens
 from domaintune.data.formats import iter_rows
+from domaintune.data.hygiene import label_counts, near_miss_labels, unmasked_pii
 from domaintune.data.readers import Table, read_source
 from domaintune.data.report import BadRows, StepLog
 from domaintune.data.sources import is_named, named_dataset
@@ -63,6 +64,7 @@ def run_prepare(cfg: Config, overwrite: bool = False) -> Path:
         tokenizer, token_error = _tokenizer_or_error(cfg)
 
         pool = measure(pool, data, tokenizer, data.num_proc)
+        read = [pool]  # the rows as read, before the filters: what the checks of the source count
         garbled = card_mod.garbled_rows(pool)  # before the filters: a wrong codec can lose every row to them
         pool = apply_filters(pool, data, log)
         if data.dedup.exact:
@@ -77,6 +79,7 @@ def run_prepare(cfg: Config, overwrite: bool = False) -> Path:
         if test_table is not None:
             test = _read([(test_table, 1.0)], data, bad, log, scratch / "test.arrow", "read_test_file")
             test = measure(test, data, tokenizer, data.num_proc)
+            read.append(test)
             splits["test"] = add_band_keys(test, data.dedup, data.num_proc) if data.dedup.near else test
         leaks = remove_leaks(splits, data.dedup if data.dedup.near else None, drop=data.remove_leaks)
         if not len(splits["train"]):
@@ -85,7 +88,8 @@ def run_prepare(cfg: Config, overwrite: bool = False) -> Path:
         weights = {t.origin: w for t, w in pool_tables}
         splits["train"], augmentation = _weight_and_augment(splits["train"], weights, cfg, tokenizer, log, scratch)
         labels = _label_set(splits, data) if data.format == "classification" else None
-        checks = {"garbled_rows": garbled}
+        checks = {"garbled_rows": garbled, "unmasked_pii": unmasked_pii(read, data),
+                  "label_near_misses": near_miss_labels(label_counts(*read), data.labels) if labels else None}
 
         with staged_output(data.output_dir, "prepared", overwrite) as folder:
             card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels,
@@ -162,7 +166,7 @@ def _distribution(rows: Rows) -> dict[str, int]:
 
 def _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels, token_lengths,
                 checks: dict) -> DataCard:
-    """The card; `checks`: what was counted in the rows as read (garbled text)."""
+    """The card; `checks`: what was counted in the rows as read (garbled text, label typos, personal data)."""
     data = cfg.data
     sources = {t.origin: {"sha256": t.fingerprint, "encoding": t.encoding, "records": t.count,
                           "weight": w, "role": "test" if t is test_table else "pool"}
