@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cards import data_card_fields
 from domaintune import load_config, run_baseline
 from domaintune.cli.main import main
 from domaintune.core.errors import DomaintuneError
@@ -41,7 +42,7 @@ def write_prepared(folder: Path, train: list[dict], val: list[dict], test: list[
     folder.mkdir(parents=True)
     for name, rows in (("train", train), ("val", val), ("test", test)):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "data_card.json").write_text(json.dumps({"format": "classification", "labels": LABELS}))
+    (folder / "data_card.json").write_text(json.dumps(data_card_fields(labels=LABELS)))
     return folder
 
 

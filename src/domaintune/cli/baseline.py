@@ -12,12 +12,12 @@ def register(subparsers) -> None:
 
 def run(ns) -> None:
     from domaintune import api
-    from domaintune.core.io import read_json
+    from domaintune.core.run_card import read_run_card
     from domaintune.evaluation.baseline_search import describe
 
     cfg = api.load_config(ns.config, overrides_only(ns))
     metrics = api.run_baseline(cfg, ns.overwrite)
-    card = read_json(f"{cfg.evaluate.baseline_output_dir}/run_card.json")
-    print(describe(card["selection"]))
+    card = read_run_card(cfg.evaluate.baseline_output_dir)
+    print(describe(card.selection.model_dump(mode="json")))
     print(f"{cfg.evaluate.baseline_output_dir}: accuracy {metrics['accuracy']} (95% {metrics['accuracy_ci']}), "
           f"macro-F1 {metrics['macro_f1']} (95% {metrics['macro_f1_ci']})")

@@ -19,11 +19,13 @@ from sklearn.pipeline import Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from domaintune.core.config import save_config
+from domaintune.core.data_card import read_data_card
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, staged_output
+from domaintune.core.run_card import BASELINE_METHOD, BaselineCard, BaselineSelection, write_run_card
 from domaintune.core.schema import Config
-from domaintune.data.prepare import read_data_card, read_split
+from domaintune.data.prepare import read_split
 from domaintune.evaluation.baseline_search import (
     Selection,
     make_classifier,
@@ -35,7 +37,7 @@ from domaintune.evaluation.metrics import classification_metrics
 from domaintune.evaluation.predictions import Prediction, write_predictions
 from domaintune.evaluation.uncertainty import intervals
 
-METHOD = "tfidf-logreg"
+METHOD = BASELINE_METHOD
 MODEL_FILE = "model.skops"
 
 
@@ -55,7 +57,7 @@ def run_baseline(cfg: Config, overwrite: bool = False) -> dict:
     in the same process (in `demo --compare`, two trainings), not the baseline's own few hundred MiB.
     """
     check_baseline_output(cfg, overwrite)
-    labels = read_data_card(cfg.data.output_dir).get("labels")
+    labels = read_data_card(cfg.data.output_dir).labels
     if not labels:
         raise DomaintuneError(
             f"{cfg.data.output_dir}: the baseline needs labelled data (data.format=classification)"
@@ -89,7 +91,7 @@ def run_baseline(cfg: Config, overwrite: bool = False) -> dict:
         (folder / MODEL_FILE).write_bytes(blob)
         atomic_write_json(folder / "metrics.json", metrics)
         write_predictions(folder, predictions)
-        atomic_write_json(folder / "run_card.json", run_card(pipeline, selection, len(train), len(blob),
+        write_run_card(folder, run_card(pipeline, selection, len(train), len(blob),
                                                              wall, selection_wall))
         save_config(cfg, folder)
     return metrics
@@ -118,21 +120,21 @@ def predict_test_rows(pipeline: Pipeline, test: list[dict]) -> list[Prediction]:
 
 
 def run_card(pipeline: Pipeline, selection: Selection, train_rows: int, weights_bytes: int, wall: float,
-             selection_wall: float) -> dict:
+             selection_wall: float) -> BaselineCard:
     logreg = pipeline.named_steps["logreg"]
     parameters = int(logreg.coef_.size + logreg.intercept_.size)
-    return {
-        "method": METHOD,
-        "base_model": None,
-        "train_rows": train_rows,
-        "vocabulary_size": len(pipeline.named_steps["tfidf"].get_feature_names_out()),
-        "train_wall_seconds": round(wall, 3),
-        "selection_wall_seconds": round(selection_wall, 3),
-        "selection": selection.card(),
-        "trainable_parameters": parameters,
-        "total_parameters": parameters,
-        "weights_bytes": weights_bytes,
-    }
+    return BaselineCard(
+        method=METHOD,
+        base_model=None,
+        train_rows=train_rows,
+        vocabulary_size=len(pipeline.named_steps["tfidf"].get_feature_names_out()),
+        train_wall_seconds=round(wall, 3),
+        selection_wall_seconds=round(selection_wall, 3),
+        selection=BaselineSelection(**selection.card()),
+        trainable_parameters=parameters,
+        total_parameters=parameters,
+        weights_bytes=weights_bytes,
+    )
 
 
 def check_baseline_output(cfg: Config, overwrite: bool = False) -> Path:
