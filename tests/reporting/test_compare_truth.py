@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from cards import baseline_card_fields, data_card_fields, run_card_fields
 from domaintune import load_config, run_compare
 from domaintune.cli.main import main
 from domaintune.core.config import save_config
@@ -51,7 +52,7 @@ def folders(tmp_path, tiny_model_dir):
     for split, labels in (("train", TRAIN_LABELS), ("test", TEST_GOLD)):
         rows = [{"id": f"{split[:2]}{i}", "text": f"review {i}", "label": label} for i, label in enumerate(labels)]
         (prepared / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (prepared / "data_card.json").write_text(json.dumps({"fingerprint": "fp-1", "labels": LABELS}))
+    (prepared / "data_card.json").write_text(json.dumps(data_card_fields(fingerprint="fp-1", labels=LABELS)))
     cfg = load_config(None, [f"model.name={tiny_model_dir}", f"data.output_dir={prepared}", "seed=7"])
     for name, predicted in PREDICTED.items():
         folder = tmp_path / name
@@ -71,8 +72,9 @@ def folders(tmp_path, tiny_model_dir):
             write_predictions(folder, rows)
             metrics |= intervals(rows, LABELS, cfg.evaluate.bootstrap_resamples, cfg.seed)
         if name in CARDS:
-            (folder / "run_card.json").write_text(json.dumps({"method": CARDS[name], "task": "sft", "labels": LABELS,
-                                                              "base_model": metrics["base_model"]}))
+            card = (baseline_card_fields() if CARDS[name] == "tfidf-logreg" else
+                    run_card_fields(method=CARDS[name], labels=LABELS, base_model=metrics["base_model"]))
+            (folder / "run_card.json").write_text(json.dumps(card))
         if CARDS.get(name) == "full":
             (folder / "model").mkdir()
             (folder / "model" / "config.json").write_text("{}")

@@ -149,10 +149,13 @@ class DataConfig(StrictModel):
     text_column: str = Field("review", description="Column holding the document text.")
     label_column: str | None = Field("rating", description="Column holding the label (classification).")
     labels: list[str] | None = Field(
-        None, description="Label options in a fixed order; taken from the training data when unset."
+        None, description="Label options in a fixed order; taken from the training data when unset. When set, "
+        "rows whose label (after `label_map`) is not among them are malformed rows, and labels that look like "
+        "typos are not flagged.",
     )
     label_map: dict[str, str] | None = Field(
-        None, description="Raw label -> label (e.g. `{'1': negative}`); raw labels not in it are bad rows."
+        None, description="Raw label -> label (e.g. `{'1': negative}`); raw labels not in it are bad rows, so a map "
+        "that fixes a typo (`positve: positive`) lists the right labels too (`positive: positive`).",
     )
     instruction_column: str = Field("instruction", description="Instruction column (format instruction).")
     input_column: str = Field("input", description="Optional input column (format instruction).")

@@ -21,19 +21,21 @@ from importlib import resources
 from pathlib import Path
 
 from domaintune.core.config import save_config
+from domaintune.core.data_card import DataCard, read_data_card
 from domaintune.core.errors import DomaintuneError, warn
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, staged_output
 from domaintune.core.process import config_threads
+from domaintune.core.run_card import read_training_run_card
 from domaintune.core.schema import Config
 from domaintune.data.card import leak_warning
-from domaintune.data.prepare import read_data_card, read_split
+from domaintune.data.prepare import read_split
 from domaintune.evaluation.metrics import classification_metrics, perplexity_metrics
 from domaintune.evaluation.perplexity import DocumentLosses, text_losses
 from domaintune.evaluation.predictions import Prediction, write_predictions
 from domaintune.evaluation.scoring import generation_samples, score_labels
 from domaintune.evaluation.uncertainty import intervals
-from domaintune.modeling.runs import BASE, load_run_model, run_card, run_config
+from domaintune.modeling.runs import BASE, load_run_model, run_config
 from domaintune.modeling.seqcls import label_logits
 
 
@@ -53,9 +55,9 @@ def run_evaluate(cfg: Config, target: str = BASE, overwrite: bool = False) -> di
     classifier = target != BASE and model_cfg.train.task == "classification"
     # The data and settings are kept so that compare can evaluate a merged LoRA exactly as its run was.
     metrics: dict = {"target": target, "base_model": model_cfg.model.name,
-                     "data_fingerprint": data_card["fingerprint"], "data_dir": cfg.data.output_dir,
+                     "data_fingerprint": data_card.fingerprint, "data_dir": cfg.data.output_dir,
                      "evaluate_settings": cfg.evaluate.model_dump(mode="json")}
-    figures, predictions = evaluate_with_predictions(model, tokenizer, cfg, model_cfg, data_card.get("labels"),
+    figures, predictions = evaluate_with_predictions(model, tokenizer, cfg, model_cfg, data_card.labels,
                                                      classifier)
     metrics.update(figures)
     if target != BASE:
@@ -142,7 +144,7 @@ def check_base_output(cfg: Config, overwrite: bool = False) -> Path:
     return check_output(cfg.evaluate.base_output_dir, "evaluation", inputs, overwrite, "evaluate.base_output_dir")
 
 
-def check_data(target: str, data_card: dict, data_dir: str) -> None:
+def check_data(target: str, data_card: DataCard, data_dir: str) -> None:
     """Test figures that would mislead: kept leaks (warned), a run evaluated on other prepared data than
     it was trained on (warned: its test split may hold the run's training rows), and a classification
     head meeting other labels (an error: its outputs would be named wrongly)."""
@@ -150,15 +152,15 @@ def check_data(target: str, data_card: dict, data_dir: str) -> None:
         warn(f"{data_dir}: {leak_warning(data_card)}", once=True)
     if target == BASE:
         return
-    card = run_card(target)
-    if card.get("task") == "classification" and card.get("labels") != data_card.get("labels"):
+    card = read_training_run_card(target)
+    if card.task == "classification" and card.labels != data_card.labels:
         raise DomaintuneError(
-            f"{target} was trained with labels {card.get('labels')}, but {data_dir} holds {data_card.get('labels')}: "
+            f"{target} was trained with labels {card.labels}, but {data_dir} holds {data_card.labels}: "
             "evaluate on the data it was trained on; see docs/troubleshooting.md#evaluated-on-other-data"
         )
-    if card.get("data_fingerprint") not in (None, data_card["fingerprint"]):
-        warn(f"{target} was trained on prepared data {card['data_fingerprint']}, but {data_dir} holds "
-             f"{data_card['fingerprint']}: its test rows may include rows the run trained on; "
+    if card.data_fingerprint != data_card.fingerprint:
+        warn(f"{target} was trained on prepared data {card.data_fingerprint}, but {data_dir} holds "
+             f"{data_card.fingerprint}: its test rows may include rows the run trained on; "
              "see docs/troubleshooting.md#evaluated-on-other-data")
 
 

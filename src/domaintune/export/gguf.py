@@ -28,11 +28,12 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, sibling_output, staged_output
+from domaintune.core.run_card import RunCard, read_run_card
 from domaintune.data.prepare import read_split
 from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import resolve_model, source_of_converted
 from domaintune.modeling.render import prompt_ids
-from domaintune.modeling.runs import is_adapter_run, load_run_model, run_card, run_config
+from domaintune.modeling.runs import is_adapter_run, load_run_model, run_config
 
 FORMATS = {
     # name: (type of 2-D weights, general.file_type)
@@ -177,10 +178,10 @@ def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | 
         given = f"'{unknown[0]}' is not a type" if unknown else "no type given"
         raise DomaintuneError(f"export --types: {given}; choose from {', '.join(FORMATS)} (comma-separated)")
     run_dir = Path(run_dir)
-    card = run_card(run_dir)
-    if not saved_as(card.get("method")):
-        raise DomaintuneError(f"{run_dir}: export needs a training run; this folder is '{card.get('method')}'")
-    if card.get("task") == "classification":
+    card = read_run_card(run_dir)
+    if not isinstance(card, RunCard) or not saved_as(card.method):
+        raise DomaintuneError(f"{run_dir}: export needs a training run; this folder is '{card.method}'")
+    if card.task == "classification":
         raise DomaintuneError(f"{run_dir}: a classification run (a sequence-classification head) has no GGUF form "
                               "llama.cpp serves; export takes causal-LM runs (train.task sft or causal-lm)")
     cfg = run_config(run_dir)
@@ -196,7 +197,7 @@ def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | 
     pre = tokenizer_pre(cfg.model.name)
     texts = [r["text"] for r in read_split(cfg.data.output_dir, "test")[:check_prompts]]
     prompts = [prompt_ids(tokenizer, cfg.prompt, t, cfg.evaluate.max_length) for t in texts]
-    export_card: dict = {"run": str(run_dir.resolve()), "method": card.get("method"), "tokenizer_pre": pre,
+    export_card: dict = {"run": str(run_dir.resolve()), "method": card.method, "tokenizer_pre": pre,
                          "files": {}}
     with staged_output(out, "export", overwrite) as folder:
         for name in types:

@@ -25,11 +25,13 @@ import torch
 from pydantic import Field
 
 from domaintune.core.config import load_config
+from domaintune.core.data_card import read_data_card
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, atomic_write_text, read_json
 from domaintune.core.outputs import check_output, staged_output
+from domaintune.core.run_card import BASELINE_METHOD, read_run_card
 from domaintune.core.schema import EvaluateConfig, Settings
-from domaintune.data.prepare import read_data_card, read_split
+from domaintune.data.prepare import read_split
 from domaintune.evaluation.win_rates import pair_results, read_votes
 from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import resolve_model
@@ -71,12 +73,13 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
                  "data_dir": metrics.get("data_dir"), "data_fingerprint": metrics.get("data_fingerprint")}
     row.update({k: metrics[k] for k in QUALITY_KEYS if k in metrics})
     if (folder / "run_card.json").is_file():
-        card = read_json(folder / "run_card.json")
-        row["method"] = card.get("method")
-        if row["method"] == "tfidf-logreg" and row.get("latency_p50_ms") is not None:
+        card = read_run_card(folder)
+        row["method"] = card.method
+        if card.method == BASELINE_METHOD and row.get("latency_p50_ms") is not None:
             row["latency_kind"] = "tfidf-predict"
-        row.update({k: card.get(k) for k in CARD_KEYS})
-        row["peak_train_rss_bytes"] = card.get("peak_rss_bytes")
+        # a baseline's card has none of the training figures (task, steps, tokens, peak memory): None in the table
+        row.update({k: getattr(card, k, None) for k in CARD_KEYS})
+        row["peak_train_rss_bytes"] = getattr(card, "peak_rss_bytes", None)
         if saved_as(row["method"]):
             from domaintune.modeling.runs import weights_dir  # checks adapter/ or model/ is complete
 
@@ -172,13 +175,13 @@ def merged_quality(row: dict, merged_dir: Path) -> dict:
     cfg.data.output_dir = metrics["data_dir"]
     cfg.evaluate = EvaluateConfig.model_validate(metrics["evaluate_settings"])
     data_card = read_data_card(cfg.data.output_dir)
-    if data_card["fingerprint"] != metrics["data_fingerprint"]:
+    if data_card.fingerprint != metrics["data_fingerprint"]:
         raise DomaintuneError(f"{folder} was evaluated on prepared data {metrics['data_fingerprint']}, but "
-                              f"{cfg.data.output_dir} now holds {data_card['fingerprint']}; run "
+                              f"{cfg.data.output_dir} now holds {data_card.fingerprint}; run "
                               f"`domaintune evaluate {folder}` again")
     classifier = row.get("task") == "classification"
     model, tokenizer = load_merged(merged_dir, row["labels"] if classifier else None)
-    figures = evaluate_model(model, tokenizer, cfg, run_cfg, data_card.get("labels"), classifier)
+    figures = evaluate_model(model, tokenizer, cfg, run_cfg, data_card.labels, classifier)
     return {k: figures[k] for k in QUALITY_KEYS if k in figures}
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from domaintune.core.data_card import read_data_card
 from domaintune.core.errors import DomaintuneError
-from domaintune.data.prepare import read_data_card, read_split
+from domaintune.data.prepare import read_split
 from domaintune.evaluation.metrics import classification_metrics
 from domaintune.evaluation.predictions import Prediction
 from domaintune.evaluation.uncertainty import intervals
@@ -56,7 +57,7 @@ def reference_rows(rows: list[dict]) -> tuple[list[dict], list[str]]:
         return [], []
     data_dir = labelled["data_dir"]
     try:
-        fingerprint = read_data_card(data_dir)["fingerprint"]
+        fingerprint = read_data_card(data_dir).fingerprint
         train, test = read_split(data_dir, "train"), read_split(data_dir, "test")[: labelled["test_rows"]]
     except DomaintuneError as exc:
         return [], [f"no majority or label-prior rows: {exc}"]

@@ -33,8 +33,9 @@ from transformers.trainer_callback import PrinterCallback
 
 from domaintune.core.config import save_config
 from domaintune.core.errors import DomaintuneError
-from domaintune.core.io import atomic_write_json, atomic_write_text, folder_bytes
+from domaintune.core.io import atomic_write_text, folder_bytes
 from domaintune.core.outputs import replace_output
+from domaintune.core.run_card import RunCard, write_run_card
 from domaintune.core.runtime import PeakRss, git_commit, hardware, library_versions, resolve_precision
 from domaintune.core.schema import Config
 from domaintune.modeling.methods import Method, recomputes_activations
@@ -149,8 +150,9 @@ def train_guarded(trainer: Trainer, run: RunStart) -> Trained:
 
 
 def finish_run(run: RunStart, trainer: Trainer, trained: Trained, model: PreTrainedModel,
-               tokenizer: PreTrainedTokenizerBase, card: dict, overwrite: bool) -> Path:
-    """Main process only: write the run folder, the run card (`card` from `run_card`) last, and move it into place."""
+               tokenizer: PreTrainedTokenizerBase, card: dict[str, Any], overwrite: bool) -> Path:
+    """Main process only: write the run folder, the run card (`card`: `run_card`'s fields and the method's own)
+    last, and move it into place."""
     weights_dir = run.work / run.method.saves
     run.method.save(model, weights_dir)
     tokenizer.save_pretrained(weights_dir)
@@ -159,19 +161,21 @@ def finish_run(run: RunStart, trainer: Trainer, trained: Trained, model: PreTrai
     plot_loss_curve(history, run.work / "loss_curve.png")
     save_config(run.cfg, run.work)
     shutil.rmtree(run.work / "checkpoints", ignore_errors=True)
-    atomic_write_json(run.work / "run_card.json", {
+    write_run_card(run.work, RunCard(
         **card,
-        "trainable_parameters": count_parameters(model, trainable_only=True),
-        "total_parameters": count_parameters(model, trainable_only=False),
-        "weights_bytes": folder_bytes(weights_dir, "*.safetensors"),
-        "warnings": warn_if_loss_stalled(history),
-    })
+        trainable_parameters=count_parameters(model, trainable_only=True),
+        total_parameters=count_parameters(model, trainable_only=False),
+        weights_bytes=folder_bytes(weights_dir, "*.safetensors"),
+        warnings=warn_if_loss_stalled(history),
+    ))
     return replace_output(run.work, run.cfg.train.output_dir, "run", overwrite)
 
 
 def run_card(run: RunStart, trainer: Trainer, trained: Trained, *, task: str, data_fingerprint: str,
-             labels: list[str] | None, train_rows: int, base_weights: str | None, val_loss: float | None) -> dict:
-    """The keys every run card holds (compare, evaluate and serve read them); `finish_run` adds the weights'."""
+             labels: list[str] | None, train_rows: int, base_weights: str | None,
+             val_loss: float | None) -> dict[str, Any]:
+    """The fields of `core.run_card.RunCard` every training run fills this way; `finish_run` adds the
+    weights' (a new field goes into RunCard and here)."""
     t, state = run.cfg.train, trainer.state
     tokens = int(state.num_input_tokens_seen)
     wall = trained.wall_seconds

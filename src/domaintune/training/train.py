@@ -26,12 +26,13 @@ from transformers import (
     TrainingArguments,
 )
 
+from domaintune.core.data_card import read_data_card
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.outputs import check_output, config_inputs
 from domaintune.core.process import config_threads
 from domaintune.core.runtime import freed_memory_policy
 from domaintune.core.schema import Config, TrainConfig
-from domaintune.data.prepare import read_data_card, read_split
+from domaintune.data.prepare import read_split
 from domaintune.modeling import methods
 from domaintune.modeling.methods import check_method_supported, recomputes_activations
 from domaintune.modeling.models import load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
@@ -83,9 +84,10 @@ def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[Tr
            overwrite: bool) -> Path:
     t = cfg.train
     card = read_data_card(cfg.data.output_dir)
-    if t.task == "classification" and not card.get("labels"):
+    labels = card.labels
+    if t.task == "classification" and not labels:
         raise DomaintuneError("train.task=classification needs labelled data (data.format=classification)")
-    if t.task == "sft" and card.get("labels") is None and card.get("format") not in ("instruction", "chat"):
+    if t.task == "sft" and labels is None and card.format not in ("instruction", "chat"):
         raise DomaintuneError(
             "train.task=sft needs labelled, instruction or chat data (data.format); for raw text use causal-lm"
         )
@@ -94,7 +96,7 @@ def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[Tr
     source = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(source, cfg.model.revision)
     if t.task == "classification":
-        model = load_classifier(source, card["labels"], cfg.model.revision)
+        model = load_classifier(source, labels, cfg.model.revision)
         set_pad_token(model, tokenizer)
     else:
         model = (method.load_base or load_causal_lm)(source, cfg.model.revision)
@@ -106,8 +108,8 @@ def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[Tr
     train_rows = read_split(cfg.data.output_dir, "train")[: t.max_train_rows]
     val_rows = read_split(cfg.data.output_dir, "val")
     if t.task == "classification":
-        train_set = encode_classification(train_rows, tokenizer, card["labels"], t.max_length)
-        val_set = encode_classification(val_rows, tokenizer, card["labels"], t.max_length) if val_rows else None
+        train_set = encode_classification(train_rows, tokenizer, labels, t.max_length)
+        val_set = encode_classification(val_rows, tokenizer, labels, t.max_length) if val_rows else None
         collator = DataCollatorWithPadding(tokenizer)
     else:
         train_set = encode_rows(train_rows, tokenizer, cfg)
@@ -128,8 +130,8 @@ def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[Tr
     val_loss = final_val_loss(trainer) if val_set is not None else None
     if not run.processes.is_main_process:
         return Path(t.output_dir)
-    summary = run_card(run, trainer, trained, task=t.task, data_fingerprint=card["fingerprint"],
-                       labels=card.get("labels"), train_rows=len(train_rows), base_weights=base_weights,
+    summary = run_card(run, trainer, trained, task=t.task, data_fingerprint=card.fingerprint,
+                       labels=labels, train_rows=len(train_rows), base_weights=base_weights,
                        val_loss=val_loss)
     return finish_run(run, trainer, trained, model, tokenizer, summary, overwrite)
 
