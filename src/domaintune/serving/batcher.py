@@ -174,8 +174,11 @@ class Batcher:
             return
         served = decoded[0].served
         self.recent_batches.append(tuple(w.request.model for w in decoded))
-        adapter_names = [w.served.adapter or BASE_ROW for w in decoded] if served.mixes else None
-        with self.pool.lock, contextlib.nullcontext() if served.mixes else self.pool.selected(served):
+        # One adapter (or the base) alone is selected model-wide, as before batching: peft's mixed path
+        # would gather and scatter every row's sub-batch for nothing.
+        mixed = len({w.served.adapter for w in decoded}) > 1
+        adapter_names = [w.served.adapter or BASE_ROW for w in decoded] if mixed else None
+        with self.pool.lock, contextlib.nullcontext() if mixed else self.pool.selected(served):
             try:
                 decode_batch(served.model, rows, pad_id(served.tokenizer), adapter_names)
             except Exception as exc:  # noqa: BLE001 - rows that already ended keep their answers
