@@ -33,12 +33,11 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
     TemperatureLogitsWarper,
-    TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
 # transformers samples from the 50 likeliest tokens when a model's generation config names no top_k
-# (GenerationConfig's global defaults); the rows sample as a lone generate() call did before batching.
+# (GenerationConfig's global defaults; 0 turns the cut off), and so do the rows here.
 DEFAULT_TOP_K = 50
 
 
@@ -123,7 +122,8 @@ def decode_batch(model: PreTrainedModel, rows: list[Row], pad_id: int, adapter_n
     attention = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows],
                              device=model.device)
     sampled = any(row.samples for row in rows)
-    sampler = [_RowSampler(rows, model.generation_config.top_k or DEFAULT_TOP_K)] if sampled else []
+    top_k = model.generation_config.top_k
+    sampler = [_RowSampler(rows, DEFAULT_TOP_K if top_k is None else top_k)] if sampled else []
     for row in rows:
         row.end_tokens = end_tokens(model, row.text.tokenizer)
     with torch.no_grad():
@@ -142,28 +142,34 @@ def decode_batch(model: PreTrainedModel, rows: list[Row], pad_id: int, adapter_n
 
 
 class _RowSampler(LogitsProcessor):
+    """Samples every sampled row's token as generate() would sample it alone: temperature, the `top_k`
+    likeliest tokens, top-p, then a draw. The draw is made among the top-k candidates only: outside them
+    generate()'s own chain leaves probability 0, and sorting and drawing from 50 scores instead of the
+    whole vocabulary (49152 for SmolLM2) is what keeps sampling cheap for a batch of rows."""
+
     def __init__(self, rows: list[Row], top_k: int):
-        self.rows = rows
-        self.warpers = [self._warpers(row.params, top_k) if row.samples else None for row in rows]
+        self.rows, self.top_k = rows, top_k
+        self.warpers = [self._warpers(row.params) if row.samples else None for row in rows]
 
     @staticmethod
-    def _warpers(params: GenParams, top_k: int) -> LogitsProcessorList:
-        # The order of generate()'s own sampling: temperature, then top-k, then top-p.
+    def _warpers(params: GenParams) -> LogitsProcessorList:
         warpers = LogitsProcessorList()
         if params.temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(params.temperature))
-        warpers.append(TopKLogitsWarper(top_k))
         if params.top_p < 1.0:
             warpers.append(TopPLogitsWarper(params.top_p))
         return warpers
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for i, (row, warpers) in enumerate(zip(self.rows, self.warpers, strict=True)):
-            if warpers is None or row.ended:
-                continue
-            probs = torch.softmax(warpers(input_ids[i:i + 1], scores[i:i + 1]), dim=-1)
+        sampled = [i for i, row in enumerate(self.rows) if self.warpers[i] is not None and not row.ended]
+        if not sampled:
+            return scores
+        vocabulary = scores.shape[-1]
+        candidates, ids = scores[sampled].topk(min(self.top_k or vocabulary, vocabulary), dim=-1)
+        for j, i in enumerate(sampled):
+            probs = torch.softmax(self.warpers[i](input_ids[i:i + 1], candidates[j:j + 1]), dim=-1)
             # No generator: an unseeded row draws from the process's random state, as before batching.
-            token = torch.multinomial(probs, num_samples=1, generator=row.generator).item()
+            token = ids[j, torch.multinomial(probs[0], num_samples=1, generator=self.rows[i].generator)].item()
             scores[i] = -torch.inf
             scores[i, token] = 0.0
         return scores
