@@ -1,5 +1,5 @@
 """What bench/train_speed.py and bench/lora_memory.py share: the examples, domaintune's config, child
-processes (one per measured run, so each peak RSS is its own), a matmul peak and the FLOPs of a step."""
+processes (one per measured run, so each peak RSS is its own), matmul peaks and the FLOPs of a step."""
 
 from __future__ import annotations
 
@@ -89,11 +89,15 @@ def run_child(script: Path, spec: dict, out: Path, env: dict[str, str] | None = 
     return result
 
 
-def matmul_peak_gflops(rows: int = 1024, repeat: int = 8) -> float:
-    """Best fp32 GFLOP/s of this machine at SmolLM2-135M's matmul shapes (hidden 576, MLP 1536, vocab head)."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_peak_gflops(precision: str = "fp32", rows: int = 1024, repeat: int = 8) -> float:
+    """Best GFLOP/s of this machine's `precision` matmuls at SmolLM2-135M's shapes (hidden 576, MLP 1536, vocab
+    head)."""
     best = 0.0
     for k, n in ((576, 576), (576, 1536), (1536, 576), (576, 8192)):
-        a, b = torch.randn(rows, k), torch.randn(k, n)
+        a, b = torch.randn(rows, k, dtype=DTYPES[precision]), torch.randn(k, n, dtype=DTYPES[precision])
         a @ b
         for _ in range(3):
             started = time.perf_counter()

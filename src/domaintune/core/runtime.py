@@ -46,6 +46,18 @@ def resolve_precision(setting: str) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
+def mfu_peak_precision(run_precision: str) -> str:
+    """The matmul precision whose peak a run's model FLOPs utilisation is measured against: the run's own where
+    the hardware runs it natively (bf16 on AVX512-BF16/AMX CPUs, bf16 or fp16 on a GPU), else fp32. A bf16 run
+    on a CPU that emulates bf16 is held to the fp32 peak, the fastest this machine can multiply: against the
+    emulated bf16 peak (1.4 GFLOP/s on an AVX2-only EPYC) the slow choice would look efficient."""
+    if run_precision == "fp32":
+        return "fp32"
+    if torch.cuda.is_available():
+        return run_precision
+    return "bf16" if run_precision == "bf16" and cpu_has_fast_bf16() else "fp32"
+
+
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 RETURN_AT_ONCE, KEEP_FOR_REUSE = 1 << 16, 32 << 20  # 32 MiB: where glibc's own adjustment stops
 
