@@ -15,7 +15,7 @@ import torch
 
 from domaintune import load_config, run_prepare
 from domaintune.core.schema import Config
-from domaintune.workflows.demo import DEMO_SETTINGS
+from domaintune.workflows.demo import demo_config
 
 MAX_LENGTH = 512  # the seed recipe pads every example to 512; every recipe cuts there too
 GIB = 1 << 30
@@ -27,10 +27,8 @@ def bench_config(root: Path, steps: int, batch: int, extra: list[str] | None = N
     Only the shape of the run is set (rows, steps, batch, max_length); method, learning rate, LoRA
     settings, loss positions, precision and gradient checkpointing stay at their defaults.
     """
-    data_and_prompt = [s for s in DEMO_SETTINGS if s.startswith(("data.", "prompt."))]
-    return load_config(None, data_and_prompt + [
-        f"data.output_dir={root}/prepared",
-        "data.val_fraction=0.02",  # run_train evaluates val after training; keep that short
+    demo = demo_config()  # its data and prompt sections only
+    cfg = load_config(None, [
         f"train.output_dir={root}/runs/lora",
         f"train.max_length={MAX_LENGTH}",
         f"train.batch_size={batch}",
@@ -39,6 +37,9 @@ def bench_config(root: Path, steps: int, batch: int, extra: list[str] | None = N
         "train.logging_steps=1",
         *(extra or []),
     ])
+    # val_fraction: run_train evaluates val after training; keep that short
+    data = demo.data.model_copy(update={"output_dir": f"{root}/prepared", "val_fraction": 0.02})
+    return cfg.model_copy(update={"data": data, "prompt": demo.prompt})
 
 
 def prepare_examples(cfg: Config) -> list[dict]:
