@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 
 import psutil
 import torch
@@ -102,6 +103,47 @@ def freed_memory_policy(return_at_once: bool | None) -> Iterator[None]:
     finally:
         return_freed_memory_at_once(bool(before))
         _allocator_choice = before
+
+
+def memory_budget() -> int | None:
+    """Bytes a run in this process may use: on CUDA the device's free memory; on a CPU the available RAM
+    (psutil: free plus reclaimable cache) or what the cgroup limit leaves, whichever is lower, plus what this
+    process already holds (a memory plan counts the imports in its estimate). None where unknown."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0]) + int(torch.cuda.memory_reserved())
+    available = psutil.virtual_memory().available
+    left_by_cgroup = _cgroup_memory_left()
+    if left_by_cgroup is not None:
+        available = min(available, left_by_cgroup)
+    return int(available) + psutil.Process().memory_info().rss
+
+
+def _cgroup_memory_left() -> int | None:
+    """The least room (limit minus usage) that this process's memory cgroup or one above it leaves; None
+    without a limit. cgroup v2 (`0::/path`: memory.max) and v1 (`N:memory:/path`: memory.limit_in_bytes)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    groups = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            groups += [(Path("/sys/fs/cgroup", path.lstrip("/")), "memory.max", "memory.current")]
+        elif "memory" in controllers.split(","):
+            groups += [(Path("/sys/fs/cgroup/memory", path.lstrip("/")), "memory.limit_in_bytes",
+                        "memory.usage_in_bytes")]
+    room = []
+    for folder, limit_file, usage_file in groups:
+        for level in (folder, *folder.parents):
+            try:
+                limit = (level / limit_file).read_text().strip()
+                usage = int((level / usage_file).read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if limit != "max" and int(limit) < 1 << 60:  # v1 writes "no limit" as a huge number
+                room.append(max(int(limit) - usage, 0))
+    return min(room) if room else None
 
 
 class PeakRss:
