@@ -10,7 +10,7 @@ from domaintune import load_config
 from domaintune.cli.main import main
 from domaintune.core.errors import DomaintuneError
 from domaintune.training import memory_plan
-from domaintune.training.memory_plan import GIB, MARGIN, model_shape, plan_memory, run_plan
+from domaintune.training.memory_plan import GIB, MARGIN, model_shape, plan_memory, run_plan, scored_per_row
 
 LARGE, SMALL = 64 * GIB, 1 << 20  # more than any tiny step needs; less than its weights and imports
 
@@ -120,3 +120,19 @@ def test_layer_coefficients_match_what_torch_keeps_for_backward(tiny_overrides, 
     shape = model_shape(cfg)
     expected = memory_plan._layer_bytes(shape, cfg.train, "fp32", "adapter" if method == "lora" else "weights")
     assert _saved_bytes_per_layer_and_token(model, tokens=64) == expected
+
+
+def test_the_head_runs_where_the_loss_is_taken(tiny_overrides):
+    from domaintune import run_prepare
+    from domaintune.data.prepare import read_split
+    from domaintune.modeling.models import load_tokenizer
+    from domaintune.training.train import encode_rows
+
+    cfg = load_config(None, tiny_overrides)  # answer-only SFT on labelled reviews
+    assert scored_per_row(cfg) == cfg.train.max_length  # not prepared yet: the labels are unknown
+    run_prepare(cfg)
+    rows = encode_rows(read_split(cfg.data.output_dir, "train"), load_tokenizer(cfg.model.name), cfg)
+    assert scored_per_row(cfg) == max(sum(label != -100 for label in row["labels"]) for row in rows)
+    for overrides, expected in ((["train.loss_on=all"], 96), (["train.task=causal-lm"], 96),
+                                (["train.task=classification"], 1)):
+        assert scored_per_row(load_config(None, tiny_overrides + overrides)) == expected

@@ -1,8 +1,9 @@
 """A training step's peak memory, estimated from the model's config.json before any weight is loaded, and
 whether activations must be recomputed for the run to fit (`train.gradient_checkpointing: auto`).
 
-The estimate, in bytes, for `train.batch_size` rows of `train.max_length` tokens with every position scored
-(the largest batch a run can meet; a classifier scores one position per row):
+The estimate, in bytes, for `train.batch_size` rows of `train.max_length` tokens (the largest batch a run can
+meet), the loss at every position, or where it is known to be fewer, at those only (a classifier: one per
+row; answer-only SFT on labelled data: the longest label's answer tokens, `scored_per_row`):
   weights      every parameter x 4 (models are loaded in fp32; bf16 and fp16 runs autocast)
   gradients    trainable parameters x 4
   optimizer    trainable parameters x 8 (AdamW's two moments)
@@ -27,14 +28,17 @@ trainable-parameter count comes from the method's own wrapping of the model buil
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.runtime import KEEP_FOR_REUSE, memory_budget, resolve_precision
 from domaintune.core.schema import Config, TrainConfig
+from domaintune.data.prepare import read_data_card
 from domaintune.modeling import methods
-from domaintune.modeling.models import resolve_model
+from domaintune.modeling.models import load_tokenizer, resolve_model
+from domaintune.modeling.render import answer_ids
 
 GIB = 1 << 30
 MARGIN = 0.15  # `auto` keeps activations only when the estimate plus 15% fits: the bench's error bound
@@ -84,6 +88,7 @@ class MemoryPlan:
     total: int
     other_total: int  # the same step with the other choice of recomputation
     budget: int | None  # memory this run may use: available now plus what this process already holds
+    scored_per_row: int  # positions where the LM head runs, per row
 
     @property
     def fits(self) -> bool:
@@ -110,8 +115,9 @@ class MemoryPlan:
 
     def table(self) -> str:
         """`domaintune plan`'s answer: one line per component, the total, and whether it fits."""
-        lines = [f"{self.method}, {self.batch_size} rows x {self.max_length} tokens, {self.precision} on "
-                 f"{self.device}, recompute activations: {'yes' if self.recompute else 'no'} ({self._why()})"]
+        lines = [f"{self.method}, {self.batch_size} rows x {self.max_length} tokens (loss at {self.scored_per_row} "
+                 f"per row), {self.precision} on {self.device}",
+                 f"recompute activations: {'yes' if self.recompute else 'no'} ({self._why()})"]
         lines += [f"  {name:<12}{size / GIB:8.2f} GiB" for name, size in self.components.items()]
         lines.append(f"  {'total':<12}{self.total / GIB:8.2f} GiB")
         if self.budget is not None:
@@ -146,8 +152,9 @@ def plan_memory(cfg: Config, precision: str, budget: int | None = None) -> Memor
     t = cfg.train
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = model_shape(cfg)
+    scored = scored_per_row(cfg)
     budget = memory_budget() if budget is None else budget
-    fast, lean = (estimate(shape, t, precision, device, recompute) for recompute in (False, True))
+    fast, lean = (estimate(shape, t, precision, device, recompute, scored) for recompute in (False, True))
     if isinstance(t.gradient_checkpointing, bool):
         recompute, decided_by = t.gradient_checkpointing, "config"
     else:
@@ -155,16 +162,17 @@ def plan_memory(cfg: Config, precision: str, budget: int | None = None) -> Memor
         decided_by = "auto"
     chosen, other = (lean, fast) if recompute else (fast, lean)
     return MemoryPlan(t.method, t.batch_size, t.max_length, precision, device, recompute, decided_by, chosen,
-                      sum(chosen.values()), sum(other.values()), budget)
+                      sum(chosen.values()), sum(other.values()), budget, scored)
 
 
-def estimate(shape: ModelShape, t: TrainConfig, precision: str, device: str, recompute: bool) -> dict[str, int]:
+def estimate(shape: ModelShape, t: TrainConfig, precision: str, device: str, recompute: bool,
+             scored_per_row: int) -> dict[str, int]:
     """Bytes per component of the step's peak (module docstring), for one choice of recomputation."""
     kind = "fp32" if precision == "fp32" else "16-bit"
     trains = "adapter" if shape.adapter_rank_sum else "weights"
     rows = t.batch_size * (2 if methods.get(t.method).trains_on == "preferences" else 1)  # chosen + rejected
     tokens = rows * t.max_length
-    scored = rows if t.task == "classification" else tokens
+    scored = rows * scored_per_row
     per_layer = tokens * _layer_bytes(shape, t, kind, trains)
     kept = 1 if recompute else shape.trained_layers  # layers whose activations are alive at once
     layers = kept * per_layer
@@ -210,6 +218,23 @@ def _layer_bytes(shape: ModelShape, t: TrainConfig, kind: str, trains: str) -> i
         adapter += shape.adapter_inputs * 4  # dropout's copy of each adapted module's input (fp32 stream)
     return (hidden * shape.hidden + kv * shape.kv_width + intermediate * shape.intermediate + heads * shape.heads
             + constant + adapter)
+
+
+def scored_per_row(cfg: Config) -> int:
+    """Positions per row where the LM head runs (training/batching.py computes logits only where a loss is
+    taken): every one, except for a classifier (one) and answer-only SFT on labelled data prepared already
+    (the longest label's answer tokens, end of turn included)."""
+    t = cfg.train
+    if t.task == "classification":
+        return 1
+    card = Path(cfg.data.output_dir) / "data_card.json"
+    if t.task != "sft" or t.loss_on != "answer" or not card.is_file():
+        return t.max_length
+    labels = read_data_card(cfg.data.output_dir).get("labels")
+    if not labels:  # instruction or chat data: answers as long as the row allows
+        return t.max_length
+    tokenizer = load_tokenizer(resolve_model(cfg.model.name), cfg.model.revision)
+    return min(t.max_length, max(len(answer_ids(tokenizer, cfg.prompt, label)) for label in labels))
 
 
 def _packs(t: TrainConfig) -> bool:
