@@ -95,8 +95,10 @@ class MemoryPlan:
         return self.budget is None or self.total <= self.budget
 
     def as_dict(self) -> dict:
-        """The run card's `memory_plan` (sizes in bytes)."""
-        return {**asdict(self), "total_bytes": self.total, "fits": self.fits}
+        """The run card's `memory_plan`: the fields, sizes named `*_bytes`, and whether the step fits."""
+        sizes = {"components": "components_bytes", "total": "total_bytes", "other_total": "other_total_bytes",
+                 "budget": "budget_bytes"}
+        return {sizes.get(key, key): value for key, value in asdict(self).items()} | {"fits": self.fits}
 
     def check_fits(self) -> None:
         """Stop before anything is loaded when the step cannot fit; the message says what to lower."""
