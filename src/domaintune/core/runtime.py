@@ -105,17 +105,19 @@ def freed_memory_policy(return_at_once: bool | None) -> Iterator[None]:
         _allocator_choice = before
 
 
-def memory_budget() -> int | None:
+def memory_budget() -> int:
     """Bytes a run in this process may use: on CUDA the device's free memory; on a CPU the available RAM
-    (psutil: free plus reclaimable cache) or what the cgroup limit leaves, whichever is lower, plus what this
-    process already holds (a memory plan counts the imports in its estimate). None where unknown."""
+    (psutil: free plus reclaimable cache) or what the cgroup limit leaves, whichever is lower, shared with the
+    other processes of a torchrun launch on this machine (LOCAL_WORLD_SIZE), plus what this process already
+    holds (a memory plan counts the imports in its estimate)."""
     if torch.cuda.is_available():
         return int(torch.cuda.mem_get_info()[0]) + int(torch.cuda.memory_reserved())
     available = psutil.virtual_memory().available
     left_by_cgroup = _cgroup_memory_left()
     if left_by_cgroup is not None:
         available = min(available, left_by_cgroup)
-    return int(available) + psutil.Process().memory_info().rss
+    processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return int(available) // max(processes_here, 1) + psutil.Process().memory_info().rss
 
 
 def _cgroup_memory_left() -> int | None:
