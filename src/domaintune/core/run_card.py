@@ -65,6 +65,24 @@ class BaselineCard(RunCardBase):
     selection: BaselineSelection
 
 
+class MemoryPlanCard(CardModel):
+    """The memory estimate taken before training (training/memory_plan.py) and the recompute decision."""
+
+    method: str
+    batch_size: int
+    max_length: int
+    precision: str
+    device: str
+    recompute: bool
+    decided_by: Literal["auto", "config"]
+    components_bytes: dict[str, int]
+    total_bytes: int
+    other_total_bytes: int
+    budget_bytes: int | None
+    scored_per_row: int
+    fits: bool
+
+
 class RunCard(RunCardBase):
     """A training run: train.py's Trainer (sft, causal-lm, classification) or dpo.py's DPOTrainer."""
 
@@ -76,6 +94,7 @@ class RunCard(RunCardBase):
     seed: int
     precision: str
     gradient_checkpointing: bool
+    memory_plan: MemoryPlanCard
     resumed_from_step: int | None
     hardware: dict[str, Any]
     versions: dict[str, str]

@@ -276,13 +276,13 @@ class TrainConfig(StrictModel):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many evaluations without a better val loss (needs eval_steps)."
     )
-    gradient_checkpointing: bool | None = Field(
-        None,
-        description="Recompute each block's activations in backward instead of keeping them; on a CPU, glibc "
-        "then also returns freed activations at once. Unset: on for the LoRA adapters, where activations, not "
-        "weights, are most of a step's memory (LoRA's peak RSS 0.24x full's, at 2.6x the time of a LoRA step "
-        "without: bench/train_speed.py); off for full and freeze, whose weights, gradients and optimizer "
-        "state dominate and which are chosen for speed, and for dpo.",
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recompute each block's activations in backward instead of keeping them (slower: a LoRA step "
+        "took 2.6x as long, bench/train_speed.py); on a CPU, glibc then also returns freed activations at once. "
+        "`auto`: only when the step's estimated peak (`domaintune plan`: weights, gradients, optimizer state, "
+        "activations of batch_size rows of max_length tokens) plus 15% would not fit the memory available; the "
+        "decision and the estimate go to the run card's `memory_plan`. true/false force it.",
     )
     packing: bool | None = Field(
         None,
@@ -304,6 +304,11 @@ class TrainConfig(StrictModel):
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ValueError(f"key 'train.method' expects one of {', '.join(METHOD_NAMES)}, got {name!r}{hint}")
         return name
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _unset_means_auto(cls, value: object) -> object:
+        return "auto" if value is None else value  # run folders written before `auto` saved null
 
     @model_validator(mode="after")
     def _schedules_fit(self) -> TrainConfig:

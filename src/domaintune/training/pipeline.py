@@ -1,10 +1,11 @@
 """What every training run shares, whichever trainer it builds (train.py's Trainer, dpo.py's DPOTrainer).
 
-A run: `start_run` (seed, precision, the process group, the `.NAME.partial` work folder fresh or resumed),
-the trainer arguments every run has (`shared_arguments`), the callbacks (`add_callbacks`: progress,
-checkpoint markers, the non-finite-loss guard, TensorBoard), the loop under `train_guarded` (peak memory,
-a folder with nothing to resume removed on failure), and `finish_run`: weights, tokenizer, metrics.jsonl,
-loss curve, config.yaml and the run card (one builder, `run_card`, with the keys every run has), after
+A run: `start_run` (seed, the process group, the `.NAME.partial` work folder fresh or resumed; precision
+and recomputation come from the memory plan made before it), the trainer arguments every run has
+(`shared_arguments`), the callbacks (`add_callbacks`: progress, checkpoint markers, the non-finite-loss
+guard, TensorBoard), the loop under `train_guarded` (peak memory, a folder with nothing to resume removed on
+failure), and `finish_run`: weights, tokenizer, metrics.jsonl, loss curve, config.yaml and the run card (one
+builder, `run_card`, with the keys every run has), after
 which the folder is moved into place. A trainer and its data are all a method brings of its own.
 """
 
@@ -36,9 +37,9 @@ from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_text, folder_bytes
 from domaintune.core.outputs import replace_output
 from domaintune.core.run_card import RunCard, write_run_card
-from domaintune.core.runtime import PeakRss, git_commit, hardware, library_versions, resolve_precision
+from domaintune.core.runtime import PeakRss, git_commit, hardware, library_versions
 from domaintune.core.schema import Config
-from domaintune.modeling.methods import Method, recomputes_activations
+from domaintune.modeling.methods import Method
 from domaintune.modeling.models import count_parameters
 from domaintune.training.checkpoints import (
     MarkCompleteCallback,
@@ -47,6 +48,7 @@ from domaintune.training.checkpoints import (
     remove_incomplete,
     work_dir,
 )
+from domaintune.training.memory_plan import MemoryPlan
 from domaintune.training.monitor import NonFiniteLossGuard, plot_loss_curve, warn_if_loss_stalled
 from domaintune.training.progress import ProgressCallback
 
@@ -58,8 +60,12 @@ class RunStart:
     work: Path  # `.NAME.partial` beside train.output_dir, renamed into place when the run is complete
     checkpoint: Path | None  # the complete checkpoint a resumed run continues from
     processes: PartialState
-    precision: str
+    plan: MemoryPlan  # the precision, whether activations are recomputed, and the estimate behind it
     learning_rate: float
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,8 @@ class Trained:
     memory: PeakRss
 
 
-def start_run(cfg: Config, method: Method, resume: bool) -> RunStart:
+def start_run(cfg: Config, method: Method, resume: bool, plan: MemoryPlan) -> RunStart:
     set_seed(cfg.seed)
-    precision = resolve_precision(cfg.train.precision)  # before the folder: an unsupported one leaves nothing
     work = work_dir(cfg.train.output_dir)
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
     processes = PartialState(cpu=not torch.cuda.is_available())
@@ -79,7 +84,7 @@ def start_run(cfg: Config, method: Method, resume: bool) -> RunStart:
         _prepare_work_dir(work, resume)
     processes.wait_for_everyone()
     checkpoint = last_complete_checkpoint(work / "checkpoints") if resume else None
-    return RunStart(cfg, method, work, checkpoint, processes, precision,
+    return RunStart(cfg, method, work, checkpoint, processes, plan,
                     cfg.train.learning_rate or method.default_learning_rate)
 
 
@@ -93,7 +98,7 @@ def shared_arguments(run: RunStart) -> dict:
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        activation_checkpointing=recomputes_activations(t),
+        activation_checkpointing=run.plan.recompute,
         learning_rate=run.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float below 1 is read as a ratio of the total steps
@@ -188,7 +193,8 @@ def run_card(run: RunStart, trainer: Trainer, trained: Trained, *, task: str, da
         "labels": labels,
         "seed": run.cfg.seed,
         "precision": run.precision,
-        "gradient_checkpointing": recomputes_activations(t),
+        "gradient_checkpointing": run.plan.recompute,
+        "memory_plan": run.plan.as_dict(),
         "resumed_from_step": int(run.checkpoint.name.split("-")[-1]) if run.checkpoint else None,
         "hardware": hardware(),
         "versions": library_versions(),

@@ -34,7 +34,7 @@ from domaintune.core.runtime import freed_memory_policy
 from domaintune.core.schema import Config, TrainConfig
 from domaintune.data.prepare import read_split
 from domaintune.modeling import methods
-from domaintune.modeling.methods import check_method_supported, recomputes_activations
+from domaintune.modeling.methods import check_method_supported
 from domaintune.modeling.models import load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
 from domaintune.modeling.render import encode_messages, encode_sft, encode_text
 from domaintune.modeling.seqcls import encode_classification, load_classifier, set_pad_token
@@ -44,6 +44,7 @@ from domaintune.training.batching import (
     pack_rows,
     takes_loss_positions,
 )
+from domaintune.training.memory_plan import MemoryPlan, run_plan
 from domaintune.training.pipeline import (
     RunStart,
     add_callbacks,
@@ -69,19 +70,23 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
     method = methods.get(t.method)
     check_train_output(cfg, overwrite)
     check_method_supported(t)
+    # Before anything is loaded: a step that cannot fit stops here, and `auto` recomputes only when needed.
+    plan = run_plan(cfg)
+    print(plan.summary(), flush=True)
+    plan.check_fits()
     # glibc's allocator setting is process-wide (one malloc per process): chosen for this run's memory
     # profile and put back after, so a program that trains and then does other work keeps what it had.
     on_cpu = not torch.cuda.is_available()
-    with freed_memory_policy(recomputes_activations(t) if on_cpu else None):
+    with freed_memory_policy(plan.recompute if on_cpu else None):
         if method.trains_on == "preferences":
             from domaintune.training.dpo import train_dpo  # the same pipeline around TRL's DPOTrainer
 
-            return train_dpo(cfg, method, resume, callbacks, overwrite)
-        return _train(cfg, method, resume, callbacks, overwrite)
+            return train_dpo(cfg, method, resume, callbacks, overwrite, plan)
+        return _train(cfg, method, resume, callbacks, overwrite, plan)
 
 
 def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[TrainerCallback] | None,
-           overwrite: bool) -> Path:
+           overwrite: bool, plan: MemoryPlan) -> Path:
     t = cfg.train
     card = read_data_card(cfg.data.output_dir)
     labels = card.labels
@@ -91,7 +96,7 @@ def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[Tr
         raise DomaintuneError(
             "train.task=sft needs labelled, instruction or chat data (data.format); for raw text use causal-lm"
         )
-    run = start_run(cfg, method, resume)
+    run = start_run(cfg, method, resume, plan)
 
     source = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(source, cfg.model.revision)
