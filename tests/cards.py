@@ -25,7 +25,9 @@ def run_card_fields(**fields: Any) -> dict[str, Any]:
         "hardware": {"device": "cpu"},
         "versions": {"domaintune": "0"}, "git_commit": None, "train_rows": 10, "steps": 2,
         "train_wall_seconds": 1.0, "train_tokens": 100, "train_tokens_per_second": 100.0, "train_loss": 2.0,
-        "val_loss": None, "best_checkpoint_step": None, "peak_rss_bytes": 1, "rss_before_train_bytes": 1,
+        "val_loss": None, "val_accuracy": None, "val_macro_f1": None, "select_by": "val_loss",
+        "best_val_value": None, "best_val_step": None, "best_checkpoint_step": None, "peak_rss_bytes": 1,
+        "rss_before_train_bytes": 1,
         "peak_cuda_bytes": None, "trainable_parameters": 1, "total_parameters": 2, "weights_bytes": 4,
         "warnings": [],
     }

@@ -104,6 +104,11 @@ class RunCard(RunCardBase):
     train_tokens_per_second: float | None
     train_loss: float
     val_loss: float | None
+    val_accuracy: float | None  # label data only, from the closing val evaluation
+    val_macro_f1: float | None
+    select_by: str  # train.select_by: the val figure that picked the best checkpoint
+    best_val_value: float | None
+    best_val_step: int | None
     best_checkpoint_step: int | None
     peak_rss_bytes: int
     rss_before_train_bytes: int

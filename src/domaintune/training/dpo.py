@@ -131,8 +131,11 @@ def train_dpo(cfg: Config, method: Method, resume: bool, callbacks: list[Trainer
               overwrite: bool, plan: MemoryPlan) -> Path:
     """Train a LoRA adapter on `cfg.model` by DPO on `cfg.train.dpo.data`; returns the run folder."""
     t = cfg.train
-    if t.early_stopping_patience:
-        raise DomaintuneError("train.early_stopping_patience watches val loss, which DPO does not compute; unset it")
+    if t.early_stopping_patience or t.select_by != "val_loss":
+        raise DomaintuneError("train.early_stopping_patience and train.select_by watch val, which DPO does not "
+                              "evaluate; unset them")
+    if t.balanced_sampler:
+        raise DomaintuneError("train.balanced_sampler draws labelled rows; DPO trains on preference pairs: unset it")
     data_path = Path(t.dpo.data)
     rows, dropped = training_pairs(cfg)
     run = start_run(cfg, method, resume, plan)

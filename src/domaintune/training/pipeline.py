@@ -177,11 +177,17 @@ def finish_run(run: RunStart, trainer: Trainer, trained: Trained, model: PreTrai
 
 
 def run_card(run: RunStart, trainer: Trainer, trained: Trained, *, task: str, data_fingerprint: str,
-             labels: list[str] | None, train_rows: int, base_weights: str | None,
-             val_loss: float | None) -> dict[str, Any]:
+             labels: list[str] | None, train_rows: int, base_weights: str | None, val_loss: float | None,
+             val_scores: dict | None = None) -> dict[str, Any]:
     """The fields of `core.run_card.RunCard` every training run fills this way; `finish_run` adds the
-    weights' (a new field goes into RunCard and here)."""
+    weights' (a new field goes into RunCard and here).
+
+    `val_scores`: the closing evaluation's record (`final_val_metrics`), whose label metrics become
+    val_accuracy and val_macro_f1. `best_val_value` is the best `train.select_by` figure of the evaluations
+    during training, at `best_val_step`; `best_checkpoint_step` says whether those weights were restored.
+    """
     t, state = run.cfg.train, trainer.state
+    val_scores = val_scores or {}
     tokens = int(state.num_input_tokens_seen)
     wall = trained.wall_seconds
     return {
@@ -206,6 +212,11 @@ def run_card(run: RunStart, trainer: Trainer, trained: Trained, *, task: str, da
         "train_tokens_per_second": round(tokens / wall, 1) if wall else None,
         "train_loss": round(trained.result.training_loss, 5),
         "val_loss": round(val_loss, 5) if val_loss is not None else None,
+        "val_accuracy": val_scores.get("eval_accuracy"),
+        "val_macro_f1": val_scores.get("eval_macro_f1"),
+        "select_by": t.select_by,
+        "best_val_value": round(state.best_metric, 5) if state.best_metric is not None else None,
+        "best_val_step": _step_with(state.log_history, trainer.args.metric_for_best_model, state.best_metric),
         "best_checkpoint_step": _step_of(state.best_model_checkpoint),
         "peak_rss_bytes": trained.memory.peak,
         "rss_before_train_bytes": trained.memory.before,
@@ -213,12 +224,13 @@ def run_card(run: RunStart, trainer: Trainer, trained: Trained, *, task: str, da
     }
 
 
-def final_val_loss(trainer: Trainer) -> float:
-    """Val loss of the weights being saved; an evaluation the loop already ran at the last step is reused."""
+def final_val_metrics(trainer: Trainer) -> dict:
+    """The val figures (`eval_loss`, and `eval_accuracy`, `eval_macro_f1` for labelled data) of the weights
+    being saved; an evaluation the loop already ran at the last step is reused."""
     last = next((r for r in reversed(trainer.state.log_history) if "eval_loss" in r), None)
     if last and last["step"] == trainer.state.global_step and not trainer.args.load_best_model_at_end:
-        return last["eval_loss"]
-    return trainer.evaluate()["eval_loss"]
+        return last
+    return trainer.evaluate()
 
 
 def _prepare_work_dir(work: Path, resume: bool) -> None:
@@ -235,6 +247,12 @@ def _prepare_work_dir(work: Path, resume: bool) -> None:
 def _discard_if_nothing_to_resume(work: Path) -> None:
     if not complete_checkpoints(work / "checkpoints"):
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _step_with(history: list[dict], metric: str | None, value: float | None) -> int | None:
+    """The first evaluation that reached `value` (the Trainer keeps the value of the best, not its step
+    when no checkpoints are saved)."""
+    return next((r["step"] for r in history if value is not None and r.get(metric) == value), None)
 
 
 def _step_of(checkpoint: str | None) -> int | None:
