@@ -19,14 +19,28 @@ LOSS_TOLERANCE = 1e-5
 
 
 @torch.no_grad()
-def perplexity_by_hand(model, tokenizer, texts: list[str], max_length: int) -> dict:
-    """Token-weighted mean negative log-likelihood of each text's own tokens from the second on."""
+def perplexity_by_hand(model, tokenizer, texts: list[str], max_length: int, stride: int | None = None,
+                       whole_document: bool = True) -> dict:
+    """Token-weighted mean negative log-likelihood of each text's own tokens from the second on, read as
+    the Hugging Face perplexity guide reads a long text: windows of `max_length` tokens `stride` apart
+    (default max_length // 2), one at a time, each scoring only the tokens the window before did not
+    reach. `whole_document=False`: the first window only."""
+    stride = stride or max_length // 2
     total, count = 0.0, 0
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :max_length]
-        logprobs = model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
-        total -= logprobs.gather(-1, ids[0, 1:, None]).sum().item()
-        count += ids.shape[1] - 1
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        length, reached = ids.shape[1], 1
+        for begin in range(0, length, stride):
+            end = min(begin + max_length, length)
+            window = ids[:, begin:end]
+            logprobs = model(input_ids=window).logits[0, :-1].float().log_softmax(-1)
+            token_logprobs = logprobs.gather(-1, window[0, 1:, None])[:, 0]  # entry j: token begin + j + 1
+            new = end - max(reached, begin + 1)  # never negative: reached <= end, and begin < end
+            total -= token_logprobs[len(token_logprobs) - new:].sum().item()
+            count += new
+            reached = end
+            if end == length or not whole_document:
+                break
     return {"test_loss": total / count, "perplexity": math.exp(total / count), "tokens_scored": count}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cards import write_fake_run
 from cli_errors import one_error_line
 from domaintune.cli.main import main
 from domaintune.core.config import config_to_yaml, load_config
@@ -29,7 +30,7 @@ def _user_folder(path: Path) -> Path:
 def _fake_lora_run(folder: Path) -> Path:
     """Enough of a run folder for merge and export to reach their output check (they stop there)."""
     folder.mkdir(parents=True)
-    (folder / "run_card.json").write_text(json.dumps({"method": "lora", "task": "sft"}))
+    write_fake_run(folder)
     (folder / "config.yaml").write_text(config_to_yaml(load_config(None)))
     return folder
 

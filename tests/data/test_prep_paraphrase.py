@@ -43,13 +43,13 @@ def test_paraphrase_rows_are_marked_counted_and_only_in_train(tiny_overrides, on
                              "data.augment.paraphrase.batch_size=3", "data.augment.paraphrase.max_new_tokens=40"])
     out = run_prepare(cfg)
     card = read_data_card(out)
-    augmentation = card["augmentation"]
-    assert augmentation["method"] == "paraphrase"
-    assert augmentation["added"] + sum(augmentation["rejected"].values()) == 8 * 2, augmentation
-    assert augmentation["rejected"].get("too_long", 0) > 0, "noise that never stops is dropped"
+    augmentation = card.augmentation
+    assert augmentation.method == "paraphrase"
+    assert augmentation.added + sum(augmentation.rejected.values()) == 8 * 2, augmentation
+    assert augmentation.rejected.get("too_long", 0) > 0, "noise that never stops is dropped"
     train = read_split(out, "train")
     made = [r for r in train if r.get("augmented")]
-    assert len(made) == augmentation["added"] == card["augmented_rows"]
+    assert len(made) == augmentation.added == card.augmented_rows
     originals = {r["id"] for r in train if not r.get("augmented")}
     assert all(r["id"].rsplit("#aug", 1)[0] in originals for r in made)
     assert not any(r.get("augmented") for r in read_split(out, "val") + read_split(out, "test"))

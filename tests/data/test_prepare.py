@@ -68,7 +68,7 @@ def test_review_split_is_written_on_request(tmp_path):
     ids = {name: {r["id"] for r in read_split(out, name)} for name in ("train", "val", "test", "review")}
     assert ids["review"] and sum(map(len, ids.values())) == len(set().union(*ids.values()))
     card = read_data_card(out)
-    assert card["rows"]["review"] == len(ids["review"]) and card["leaked_rows_removed"]["review"] == 0
+    assert card.rows["review"] == len(ids["review"]) and card.leaked_rows_removed["review"] == 0
     assert "| review |" in (out / "data_card.md").read_text()
 
 

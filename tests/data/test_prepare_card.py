@@ -43,15 +43,14 @@ def test_mixed_sources_card_counts_add_up(tmp_path, capsys):
     printed = capsys.readouterr().out
     card = read_data_card(out)
 
-    read = card["steps"][0]
-    assert read["rows_in"] == 73 and read["removed"] == {"unknown label 'bogus'": 1}
-    assert card["dedup"] == {"exact": 1, "near": 1, "threshold": 0.8, "shingle": "auto"}
-    for step in card["steps"]:
-        assert step["rows_in"] - sum(step["removed"].values()) + sum(step.get("added", {}).values()) \
-            == step["rows_out"], step
+    read = card.steps[0]
+    assert read.rows_in == 73 and read.removed == {"unknown label 'bogus'": 1}
+    assert card.dedup.model_dump() == {"exact": 1, "near": 1, "threshold": 0.8, "shingle": "auto"}
+    for step in card.steps:
+        assert step.rows_in - sum(step.removed.values()) + sum((step.added or {}).values()) == step.rows_out, step
     train = read_split(out, "train")
-    assert len(train) == card["rows"]["train"] and sum(r.get("augmented", False) for r in train) \
-        == card["augmented_rows"] > 0
+    assert len(train) == card.rows["train"] and sum(r.get("augmented", False) for r in train) \
+        == card.augmented_rows > 0
     assert not any(r.get("augmented") for r in read_split(out, "val") + read_split(out, "test"))
     korean_rows = [r for r in train if r["source"] == "kr.csv" and not r.get("augmented")]
     assert any(r["id"].endswith("#2") for r in korean_rows), "weight 2 repeats Korean rows"
@@ -63,11 +62,11 @@ def test_mixed_sources_card_counts_add_up(tmp_path, capsys):
             homes.setdefault(row["group"], set()).add(name)
     assert all(len(h) == 1 for h in homes.values())
 
-    assert f"splits: train {card['rows']['train']}, val {card['rows']['val']}, test {card['rows']['test']}" in printed
-    assert f"read 73 records from 2 source(s); {card['bad_rows']['count']} malformed skipped" in printed
-    assert card["fingerprint"] in printed
+    assert f"splits: train {card.rows['train']}, val {card.rows['val']}, test {card.rows['test']}" in printed
+    assert f"read 73 records from 2 source(s); {card.bad_rows.count} malformed skipped" in printed
+    assert card.fingerprint in printed
     assert (out / "token_lengths.png").read_bytes()[:4] == b"\x89PNG"
-    assert card["token_lengths"]["splits"]["train"]["max"] > 0
+    assert card.token_lengths.splits["train"].max > 0
     markdown = (out / "data_card.md").read_text()
     assert "unknown label 'bogus'" in markdown and "token_lengths.png" in markdown
 
@@ -77,7 +76,7 @@ def test_fingerprint_follows_inputs_and_config_not_output_dir(tmp_path):
 
     def fingerprint(*extra):
         cfg = load_config(None, [f"data.source={path}", f"data.output_dir={tmp_path / extra[0]}", *extra[1:]])
-        return read_data_card(run_prepare(cfg))["fingerprint"]
+        return read_data_card(run_prepare(cfg)).fingerprint
 
     first = fingerprint("a")
     assert fingerprint("b") == first
@@ -102,4 +101,4 @@ def test_instruction_data_prepares_with_messages(tmp_path):
     out = run_prepare(cfg)
     rows = read_split(out, "train")
     assert rows and all(r["messages"][0]["role"] == "user" and r["messages"][1]["role"] == "assistant" for r in rows)
-    assert read_data_card(out)["labels"] is None
+    assert read_data_card(out).labels is None

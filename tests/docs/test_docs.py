@@ -1,5 +1,6 @@
 """README.md and docs/ against the code: every `domaintune` command they show parses with the real CLI
-parser, and every config key they name (in an override or in backticks) exists in the schema."""
+parser, every config key they name (in an override, quoted or not, or in backticks) exists in the schema,
+and every YAML block they show loads as a config."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ GUIDES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SECTIONS = ("data", "train", "evaluate", "model", "prompt", "sweep")
 TOP_LEVEL = ("seed", "threads")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
+YAML_FENCE = re.compile(r"^```ya?ml\n(.*?)^```", re.M | re.S)
 INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 # `data.format`, `train.lora.r=16`: a section, then dotted names; file names (`train.py`) are not keys.
 DOTTED_KEY = re.compile(rf"^((?:{'|'.join(SECTIONS)})(?:\.[a-z_][a-z0-9_]*)+)(?:=|$)")
@@ -115,7 +117,7 @@ def _named_keys() -> list[tuple[str, str]]:
     for guide in GUIDES:
         for code in INLINE.findall(FENCE.sub("", guide.read_text(encoding="utf-8"))):
             for word in code.split():
-                match = DOTTED_KEY.match(word)
+                match = DOTTED_KEY.match(word.lstrip("'\""))  # `'data.label_map={...}'` as pasted into a shell
                 if match and match.group(1).rsplit(".", 1)[-1] not in FILE_SUFFIXES:
                     named.append((guide.relative_to(ROOT).as_posix(), match.group(1)))
     return sorted(set(named))
@@ -131,3 +133,22 @@ def test_every_config_key_the_guides_name_exists():
 @pytest.mark.parametrize("key", [k for k in ("seed", "threads", *SECTIONS)])
 def test_the_known_prefixes_are_the_schema_s(key):
     assert key in KEYS
+
+
+CONFIG_BLOCKS = [(guide.relative_to(ROOT).as_posix(), block) for guide in GUIDES
+                 for block in YAML_FENCE.findall(guide.read_text(encoding="utf-8"))]
+
+
+def test_the_guides_show_config_blocks():
+    assert {"docs/troubleshooting.md", "docs/ko/quickstart.md"} <= {guide for guide, _ in CONFIG_BLOCKS}
+
+
+@pytest.mark.parametrize(("guide", "block"), CONFIG_BLOCKS)
+def test_documented_config_block_loads(guide, block, tmp_path):
+    """Every YAML block of the guides is (part of) a config: its keys and values pass the schema."""
+    path = tmp_path / "guide.yaml"
+    path.write_text(block, encoding="utf-8")
+    try:
+        load_config(path)
+    except DomaintuneError as exc:
+        pytest.fail(f"{guide}: its YAML block does not load as a config: {exc}")

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cards import fake_data_card, write_fake_run
 from cli_errors import one_error_line
 from conftest import build_tiny_bert, make_reviews, write_csv
 from domaintune import load_config, run_prepare, run_train
+from domaintune.core.data_card import read_data_card
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import read_json
 
@@ -126,12 +128,12 @@ def test_mojibake_is_counted_in_the_card_and_warned(tmp_path):
     common = [f"data.source={path}", "model.name=/nonexistent-model", "data.dedup.near=false"]
 
     right = run_prepare(load_config(None, [*common, f"data.output_dir={tmp_path / 'auto'}"]))
-    assert read_json(right / "data_card.json")["garbled_rows"]["rows"] == 0
-    assert "garbled" not in summarize(read_json(right / "data_card.json"))
+    assert read_data_card(right).garbled_rows.rows == 0
+    assert "garbled" not in summarize(read_data_card(right))
 
     wrong = run_prepare(load_config(None, [*common, "data.encoding=latin-1", f"data.output_dir={tmp_path / 'l1'}"]))
-    card = read_json(wrong / "data_card.json")
-    assert card["garbled_rows"]["rows"] == 30
+    card = read_data_card(wrong)
+    assert card.garbled_rows.rows == 30
     assert "warning: 30 rows look garbled" in summarize(card)
     assert "#garbled-korean-text" in (wrong / "data_card.md").read_text(encoding="utf-8")
 
@@ -151,32 +153,30 @@ def test_leaks_kept_on_request_are_warned(tmp_path, capsys):
     train, test = write_csv(tmp_path / "train.csv", rows), write_csv(tmp_path / "test.csv", rows[:10])
     common = [f"data.source={train}", f"data.test_source={test}", "model.name=/nonexistent-model"]
     kept = run_prepare(load_config(None, [*common, "data.remove_leaks=false", f"data.output_dir={tmp_path / 'k'}"]))
-    card = read_json(kept / "data_card.json")
+    card = read_data_card(kept)
     assert "were kept (data.remove_leaks=false)" in summarize(card)
     check_data("base", card, str(kept))
     assert "#leaked-test-set" in capsys.readouterr().err
 
     removed = run_prepare(load_config(None, [*common, f"data.output_dir={tmp_path / 'r'}"]))
-    assert "warning" not in summarize(read_json(removed / "data_card.json"))
-    check_data("base", read_json(removed / "data_card.json"), str(removed))
+    assert "warning" not in summarize(read_data_card(removed))
+    check_data("base", read_data_card(removed), str(removed))
     assert capsys.readouterr().err == ""
 
 
 def _fake_run(folder: Path, **card) -> str:
-    folder.mkdir(parents=True)
-    (folder / "run_card.json").write_text(json.dumps({"method": "lora", **card}))
-    return str(folder)
+    return str(write_fake_run(folder, **card))
 
 
 def test_a_run_evaluated_on_other_prepared_data(tmp_path, capsys):
     from domaintune.evaluation.evaluate import check_data
 
-    data = {"fingerprint": "bbbb", "labels": ["negative", "positive"], "leakage": {"removed": True}}
-    same = _fake_run(tmp_path / "same", task="sft", data_fingerprint="bbbb", labels=data["labels"])
+    data = fake_data_card(fingerprint="bbbb", labels=["negative", "positive"])
+    same = _fake_run(tmp_path / "same", task="sft", data_fingerprint="bbbb", labels=data.labels)
     check_data(same, data, "prepared/x")
     assert capsys.readouterr().err == ""
 
-    other = _fake_run(tmp_path / "other", task="sft", data_fingerprint="aaaa", labels=data["labels"])
+    other = _fake_run(tmp_path / "other", task="sft", data_fingerprint="aaaa", labels=data.labels)
     check_data(other, data, "prepared/x")
     assert "was trained on prepared data aaaa, but prepared/x holds bbbb" in capsys.readouterr().err
 

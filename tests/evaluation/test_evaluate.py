@@ -5,8 +5,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domaintune.core.schema import PromptConfig
-from domaintune.evaluation.metrics import classification_metrics
-from domaintune.evaluation.scoring import classify, perplexity, score_options
+from domaintune.evaluation.metrics import classification_metrics, perplexity_metrics
+from domaintune.evaluation.perplexity import text_losses
+from domaintune.evaluation.scoring import score_labels, score_options
 from domaintune.modeling.render import answer_ids, prompt_ids
 
 
@@ -38,20 +39,27 @@ def test_shared_prefix_scoring_equals_scoring_each_sequence(model_and_tokenizer)
 def test_perplexity_does_not_count_padding(model_and_tokenizer):
     model, tok = model_and_tokenizer
     texts = ["great drug", "awful, I stopped after a week and the pain came back", "okay"]
-    one = perplexity(model, tok, texts, 64, batch_size=1)
-    padded = perplexity(model, tok, texts, 64, batch_size=3)
+    one = perplexity_metrics(**vars(text_losses(model, tok, texts, 64, batch_size=1)))
+    padded = perplexity_metrics(**vars(text_losses(model, tok, texts, 64, batch_size=3)))
     assert one["tokens_scored"] == padded["tokens_scored"]
     assert one["test_loss"] == pytest.approx(padded["test_loss"], abs=1e-4)
     assert padded["perplexity"] == pytest.approx(math.exp(padded["test_loss"]), rel=1e-3)
 
 
-def test_classify_returns_one_label_per_text(model_and_tokenizer):
+def test_label_scores_keep_the_text_order(model_and_tokenizer):
     from domaintune.core.config import load_config
 
     model, tok = model_and_tokenizer
     cfg = load_config(None, ["prompt.instruction=Classify."])
-    preds = classify(model, tok, cfg, ["a", "b c", "d e f"], ["negative", "positive"], 64, 2)
-    assert len(preds) == 3 and set(preds) <= {"negative", "positive"}
+    texts, labels = ["a longer text here", "b c", "d"], ["negative", "positive"]
+    scores = score_labels(model, tok, cfg, texts, labels, 64, 2)  # batched by length: "b c" and "d" first
+    assert scores.shape == (3, 2)
+    options = [answer_ids(tok, cfg.prompt, label) for label in labels]
+    for i, text in enumerate(texts):
+        alone = score_options(model, [prompt_ids(tok, cfg.prompt, text, 64 - max(map(len, options)))], options,
+                              tok.pad_token_id)
+        # Same tolerance as the shared-prefix test: only padding in the batch differs.
+        assert torch.allclose(scores[i], alone[0], atol=1e-4)
 
 
 def test_classification_metrics():

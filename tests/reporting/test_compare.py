@@ -126,13 +126,17 @@ def test_tfidf_baseline_is_saved_without_pickle_and_predicts_alike(evaluated, tm
 
     from domaintune.data.prepare import read_split
     from domaintune.evaluation.baseline import build_pipeline, load_baseline
+    from domaintune.evaluation.baseline_search import one_blas_thread
 
     root, cfg = evaluated
     assert not (root / "tfidf" / "model.pkl").exists()
     loaded = load_baseline(root / "tfidf")
     train = read_split(cfg.data.output_dir, "train")[: cfg.train.max_train_rows]
     test = read_split(cfg.data.output_dir, "test")
-    fresh = build_pipeline(cfg.seed).fit([r["text"] for r in train], [r["label"] for r in train])
+    chosen = json.loads((root / "tfidf" / "run_card.json").read_text())["selection"]
+    fresh = build_pipeline(cfg.seed, chosen["features"], chosen["C"], chosen["class_weight"])
+    with one_blas_thread():  # as the baseline fits: a BLAS thread count can change a sum's rounding
+        fresh.fit([r["text"] for r in train], [r["label"] for r in train])
     texts = [r["text"] for r in test] + ["an unseen text with no known words"]
     assert list(loaded.predict(texts)) == list(fresh.predict(texts))
     assert (loaded.predict_proba(texts) == fresh.predict_proba(texts)).all()

@@ -227,35 +227,12 @@ def test_dpo_non_finite_loss_stops_with_step(tiny_overrides, preference_file, tm
     assert not output_dir.exists() and not work_dir(output_dir).exists(), "a diverged run leaves no folder"
 
 
-class _ReadRecorder(dict):
-    """A run card that notes every key read from it: `card.get(k)` hides a key a run never wrote."""
-
-    def __init__(self, data: dict, reads: set[str]) -> None:
-        super().__init__(data)
-        self.reads = reads
-
-    def __getitem__(self, key):
-        self.reads.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        self.reads.add(key)
-        return super().get(key, default)
-
-
-def test_every_run_card_holds_every_key_compare_reads(tiny_overrides, preference_file, tmp_path, monkeypatch):
-    import domaintune.modeling.runs as runs_module
+def test_every_run_card_holds_every_key_compare_reads(tiny_overrides, preference_file, tmp_path):
     import domaintune.reporting.compare as compare_module
-    from domaintune.core.io import read_json
+    from domaintune.core.run_card import RunCard, read_run_card
 
-    reads: set[str] = set()
-
-    def recording(path):
-        data = read_json(path)
-        return _ReadRecorder(data, reads) if path.name == "run_card.json" else data
-
-    for module in (compare_module, runs_module):
-        monkeypatch.setattr(module, "read_json", recording)
+    # compare reads these from the typed card; a name RunCard lacks would read as None for every run
+    assert set(compare_module.CARD_KEYS) <= set(RunCard.model_fields)
     run_prepare(load_config(None, tiny_overrides))
     runs = {
         "sft": run_train(load_config(None, [*tiny_overrides, f"train.output_dir={tmp_path / 'sft'}"])),
@@ -265,9 +242,7 @@ def test_every_run_card_holds_every_key_compare_reads(tiny_overrides, preference
     }
     for name, run_dir in runs.items():
         (run_dir / "metrics.json").write_text("{}")  # what evaluate writes is not under test here
-        reads.clear()
-        compare_module.read_folder(run_dir, name)
-        assert set(compare_module.CARD_KEYS) <= reads, "the recorder must see compare's reads"
-        card = json.loads((run_dir / "run_card.json").read_text())
-        assert reads <= card.keys(), f"{name}'s run card lacks {sorted(reads - card.keys())}"
-        assert card["train_tokens"] > 0 and card["train_tokens_per_second"] > 0, name
+        row = compare_module.read_folder(run_dir, name)
+        card = read_run_card(run_dir)  # every field RunCard requires was written
+        assert {k: row[k] for k in compare_module.CARD_KEYS} == {k: getattr(card, k) for k in compare_module.CARD_KEYS}
+        assert card.train_tokens > 0 and card.train_tokens_per_second > 0, name

@@ -152,8 +152,16 @@ def test_demo_flow_on_the_tiny_model(tiny_overrides, tmp_path):
     report = run_demo(demo_config(tiny_overrides), log=lines.append)
     assert report == tmp_path / "runs" / "compare" / "report.html", "beside the run: compare never writes into one"
     table = "\n".join(lines)
-    assert "test ppl" in table and "accuracy" in table and "trainable params" in table
-    assert [line.split()[0] for line in table.splitlines() if line.startswith(("base ", "lora "))] == ["base", "lora"]
+    assert "test ppl" in table and "accuracy" in table and "COST: training" in table and "trainable params" in table
+    quality = table.split("QUALITY\n")[1].split("\n* differs")[0].splitlines()[2:]
+    assert [line[:24].strip() for line in quality] == ["base", "lora", "lora-merged", "majority (reference)",
+                                                       "label prior (reference)"]
+    assert "label prior (reference)" in quality[-1] and "(expected)" in quality[-1]
+    assert [line.split(":")[0] for line in table.split("per-class F1:\n")[1].splitlines()[:2]] == ["  base", "  lora"]
+    # Every evaluated folder keeps its predictions, so base and lora carry intervals and no evaluate-again note.
+    for line, folder in zip(quality, ("base", "lora"), strict=False):
+        assert (tmp_path / "runs" / folder / "predictions.jsonl").is_file()
+        assert "[" in line and f"note: {folder}: no predictions.jsonl" not in table
 
 
 def _instruction_jsonl(tmp_path):

@@ -16,17 +16,20 @@ def register(subparsers) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed requests before timing")
     p.add_argument("--repeats", type=int, default=1, help="passes over the timed prompts")
     p.add_argument("--threads", type=int, help="torch threads in each timing process")
+    p.add_argument("--feedback", metavar="DB", help="the review page's votes (`domaintune serve`'s "
+                   "feedback.sqlite): win rates per model pair with 95%% Wilson intervals join the report")
     p.set_defaults(run=run)
 
 
 def run(ns) -> None:
     from domaintune import api
     from domaintune.core.io import read_json
-    from domaintune.reporting.tables import text_table
+    from domaintune.reporting.tables import text_report
 
     folders = targets_only(ns, "compare takes folders, not overrides")
     latency = None if ns.no_latency else api.LatencySettings(
         prompts=ns.prompts, max_new_tokens=ns.max_new_tokens, warmup=ns.warmup, repeats=ns.repeats)
     names = ns.names.split(",") if ns.names else None
-    report = api.run_compare(folders, ns.out, names, latency, ns.threads, log=print, overwrite=ns.overwrite)
-    print(text_table(read_json(report.parent / "comparison.json")["rows"]) + f"\nreport: {report}")
+    report = api.run_compare(folders, ns.out, names, latency, ns.threads, log=print, overwrite=ns.overwrite,
+                             feedback=ns.feedback)
+    print(text_report(read_json(report.parent / "comparison.json")) + f"\nreport: {report}")

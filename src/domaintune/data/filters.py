@@ -8,8 +8,9 @@ from collections import Counter
 import numpy as np
 
 from domaintune.core.schema import DataConfig
-from domaintune.data.clean import looks_garbled
+from domaintune.data.clean import looks_garbled, pii_flags
 from domaintune.data.dedup import exact_key
+from domaintune.data.hygiene import unmasked_kinds
 from domaintune.data.report import EXAMPLES_PER_RULE, StepLog
 from domaintune.data.store import Rows
 
@@ -103,9 +104,10 @@ def count_tokens(tokenizer, texts: list[str]) -> list[int]:
 
 def measure_batch(texts: list[str], data: DataConfig, tokenizer) -> dict[str, np.ndarray]:
     """Map function: per row the first rule it breaks (-1: none), the exact-dedup hash, the token
-    count with the chosen model's tokenizer (-1 without one) and whether it looks like mojibake. One
-    pass over the text for all four."""
+    count with the chosen model's tokenizer (-1 without one), whether it looks like mojibake, and which
+    kinds of personal data left unmasked it holds (bits, hygiene.unmasked_kinds). One pass over the text."""
     tokens = count_tokens(tokenizer, texts) if tokenizer else None
+    kinds = unmasked_kinds(data)
     names = rule_names(data)
     rules = [failed_rule(text, tokens[i] if tokens else None, data) for i, text in enumerate(texts)]
     return {
@@ -113,16 +115,18 @@ def measure_batch(texts: list[str], data: DataConfig, tokenizer) -> dict[str, np
         "key": np.fromiter((exact_key(t) for t in texts), np.uint64, len(texts)),
         "tokens": np.array(tokens if tokens is not None else [-1] * len(texts), np.int32),
         "garbled": np.fromiter((looks_garbled(t) for t in texts), np.bool_, len(texts)),
+        "pii": np.fromiter((pii_flags(t, kinds) if kinds else 0 for t in texts), np.int8, len(texts)),
     }
 
 
 def measure(rows: Rows, data: DataConfig, tokenizer, num_proc: int | None) -> Rows:
-    """`rows` with `rule`, `key` and (with a tokenizer) `tokens` arrays."""
+    """`rows` with `rule`, `key`, `garbled`, `pii` and (with a tokenizer) `tokens` arrays."""
     if not len(rows):
-        empty = {"rule": np.zeros(0, np.int8), "key": np.zeros(0, np.uint64), "garbled": np.zeros(0, np.bool_)}
+        empty = {"rule": np.zeros(0, np.int8), "key": np.zeros(0, np.uint64), "garbled": np.zeros(0, np.bool_),
+                 "pii": np.zeros(0, np.int8)}
         return rows.with_arrays(**empty, **({"tokens": np.zeros(0, np.int32)} if tokenizer else {}))
     table = rows.map(measure_batch, ["text"], num_proc, "filters + exact hash", data=data, tokenizer=tokenizer)
-    arrays = {name: table.column(name).to_numpy() for name in ("rule", "key", "tokens", "garbled")}
+    arrays = {name: table.column(name).to_numpy() for name in ("rule", "key", "tokens", "garbled", "pii")}
     if tokenizer is None:
         del arrays["tokens"]
     return rows.with_arrays(**arrays)

@@ -16,6 +16,7 @@ from itertools import chain, islice
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.schema import DataConfig
 from domaintune.data.clean import clean_text
+from domaintune.data.hygiene import closest_label
 from domaintune.data.readers import Table
 from domaintune.data.report import BadRows
 
@@ -153,8 +154,13 @@ def _label(raw, data: DataConfig) -> str:
         return "!missing label"
     if data.label_map is not None:
         if label not in data.label_map:
-            return f"!unknown label '{label}' (not in data.label_map)"
+            return f"!unknown label '{label}' (not in data.label_map{_did_you_mean(label, data.label_map)})"
         label = data.label_map[label]
     if data.labels is not None and label not in data.labels:
-        return f"!unknown label '{label}' (not in data.labels)"
+        return f"!unknown label '{label}' (not in data.labels{_did_you_mean(label, data.labels)})"
     return label
+
+
+def _did_you_mean(label: str, known) -> str:
+    close = closest_label(label, known)
+    return f"; did you mean '{close}'?" if close else ""

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from domaintune.core.config import save_config
+from domaintune.core.data_card import DataCard, read_data_card, write_data_card
 from domaintune.core.errors import DomaintuneError
-from domaintune.core.io import atomic_write_json, atomic_write_text
+from domaintune.core.io import atomic_write_text
 from domaintune.core.outputs import check_output, config_inputs, data_inputs, staged_output
 from domaintune.core.schema import Config, DataConfig
 from domaintune.data import card as card_mod
@@ -35,6 +36,7 @@ from domaintune.data.augment import augment_rows
 from domaintune.data.dedup import add_band_keys, drop_exact, drop_near
 from domaintune.data.filters import apply_filters, measure, needs_tokens
 from domaintune.data.formats import iter_rows
+from domaintune.data.hygiene import label_counts, near_miss_labels, unmasked_pii
 from domaintune.data.readers import Table, read_source
 from domaintune.data.report import BadRows, StepLog
 from domaintune.data.sources import is_named, named_dataset
@@ -62,6 +64,7 @@ def run_prepare(cfg: Config, overwrite: bool = False) -> Path:
         tokenizer, token_error = _tokenizer_or_error(cfg)
 
         pool = measure(pool, data, tokenizer, data.num_proc)
+        read = [pool]  # the rows as read, before the filters: what the checks of the source count
         garbled = card_mod.garbled_rows(pool)  # before the filters: a wrong codec can lose every row to them
         pool = apply_filters(pool, data, log)
         if data.dedup.exact:
@@ -70,12 +73,13 @@ def run_prepare(cfg: Config, overwrite: bool = False) -> Path:
             pool = drop_near(add_band_keys(pool, data.dedup, data.num_proc), data.dedup, log)
         if not len(pool):
             raise DomaintuneError(f"no rows left after filtering and deduplication ({log.steps})"
-                                  + (f"; {card_mod.garbled_warning(garbled)}" if garbled["rows"] else ""))
+                                  + (f"; {card_mod.garbled_warning(garbled)}" if garbled.rows else ""))
 
         splits = _split(pool, data, cfg.seed, test_fraction=0.0 if test_table else data.test_fraction)
         if test_table is not None:
             test = _read([(test_table, 1.0)], data, bad, log, scratch / "test.arrow", "read_test_file")
             test = measure(test, data, tokenizer, data.num_proc)
+            read.append(test)
             splits["test"] = add_band_keys(test, data.dedup, data.num_proc) if data.dedup.near else test
         leaks = remove_leaks(splits, data.dedup if data.dedup.near else None, drop=data.remove_leaks)
         if not len(splits["train"]):
@@ -84,14 +88,15 @@ def run_prepare(cfg: Config, overwrite: bool = False) -> Path:
         weights = {t.origin: w for t, w in pool_tables}
         splits["train"], augmentation = _weight_and_augment(splits["train"], weights, cfg, tokenizer, log, scratch)
         labels = _label_set(splits, data) if data.format == "classification" else None
-        card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels)
-        card["garbled_rows"] = garbled
+        checks = {"garbled_rows": garbled, "unmasked_pii": unmasked_pii(read, data),
+                  "label_near_misses": near_miss_labels(label_counts(*read), data.labels) if labels else None}
 
         with staged_output(data.output_dir, "prepared", overwrite) as folder:
-            card["token_lengths"] = _token_lengths(cfg, splits, token_error, folder)
+            card = _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels,
+                               _token_lengths(cfg, splits, token_error, folder), checks)
             for name, rows in splits.items():
                 write_jsonl(rows, folder / f"{name}.jsonl")
-            atomic_write_json(folder / "data_card.json", card)
+            write_data_card(folder, card)
             atomic_write_text(folder / "data_card.md", card_mod.render_markdown(card))
             save_config(cfg, folder)
     return Path(data.output_dir)
@@ -159,34 +164,37 @@ def _distribution(rows: Rows) -> dict[str, int]:
     return {names[found[k]]: int(counts[k]) for k in np.argsort(first)}
 
 
-def _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels) -> dict:
+def _build_card(cfg, pool_tables, test_table, bad, log, leaks, splits, augmentation, labels, token_lengths,
+                checks: dict) -> DataCard:
+    """The card; `checks`: what was counted in the rows as read (garbled text, label typos, personal data)."""
     data = cfg.data
-    card = {
-        "format": data.format,
-        "sources": {t.origin: {"sha256": t.fingerprint, "encoding": t.encoding, "records": t.count,
-                               "weight": w, "role": "test" if t is test_table else "pool"}
-                    for t, w in [*pool_tables, *([(test_table, 1.0)] if test_table else [])]},
-        "config_fingerprint": card_mod.fingerprint(
-            {"data": data.model_dump(mode="json", exclude={"output_dir"}), "seed": cfg.seed}
-        ),
-        "bad_rows": bad.summary(),
-        "steps": log.steps,
-        "removed_examples": log.examples,
-        "dedup": {"exact": _removed(log, "exact_dedup"), "near": _removed(log, "near_dedup"),
-                  "threshold": data.dedup.threshold, "shingle": data.dedup.shingle},
-        "leakage": {**leaks, "removed": data.remove_leaks},
-        "leaked_rows_removed": {n: leaks["exact"][n] + leaks["near"][n] if data.remove_leaks else 0
-                                for n in leaks["exact"]},
-        "rows": {name: len(rows) for name, rows in splits.items()},
-        "augmented_rows": augmentation["added"] if augmentation else 0,
-        "augmentation": augmentation,
-        "labels": labels,
-        "label_distribution": {name: _distribution(rows) for name, rows in splits.items()} if labels else None,
-    }
-    card["fingerprint"] = card_mod.fingerprint(
-        [{k: v["sha256"] for k, v in card["sources"].items()}, card["config_fingerprint"]]
+    sources = {t.origin: {"sha256": t.fingerprint, "encoding": t.encoding, "records": t.count,
+                          "weight": w, "role": "test" if t is test_table else "pool"}
+               for t, w in [*pool_tables, *([(test_table, 1.0)] if test_table else [])]}
+    config_fingerprint = card_mod.fingerprint(
+        {"data": data.model_dump(mode="json", exclude={"output_dir"}), "seed": cfg.seed}
     )
-    return card
+    return DataCard(
+        format=data.format,
+        sources=sources,
+        config_fingerprint=config_fingerprint,
+        fingerprint=card_mod.fingerprint([{k: v["sha256"] for k, v in sources.items()}, config_fingerprint]),
+        bad_rows=bad.summary(),
+        steps=log.steps,
+        removed_examples=log.examples,
+        dedup={"exact": _removed(log, "exact_dedup"), "near": _removed(log, "near_dedup"),
+               "threshold": data.dedup.threshold, "shingle": data.dedup.shingle},
+        leakage={**leaks, "removed": data.remove_leaks},
+        leaked_rows_removed={n: leaks["exact"][n] + leaks["near"][n] if data.remove_leaks else 0
+                             for n in leaks["exact"]},
+        rows={name: len(rows) for name, rows in splits.items()},
+        augmented_rows=augmentation["added"] if augmentation else 0,
+        augmentation=augmentation,
+        labels=labels,
+        label_distribution={name: _distribution(rows) for name, rows in splits.items()} if labels else None,
+        token_lengths=token_lengths,
+        **checks,
+    )
 
 
 def _removed(log: StepLog, step: str) -> int:
@@ -259,11 +267,3 @@ def read_split(prepared_dir: str | Path, split: str) -> list[dict]:
                               "see docs/troubleshooting.md#stage-order")
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def read_data_card(prepared_dir: str | Path) -> dict:
-    path = Path(prepared_dir) / "data_card.json"
-    if not path.is_file():
-        raise DomaintuneError(f"{path} not found: run `domaintune prepare` first; "
-                              "see docs/troubleshooting.md#stage-order")
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,6 +1,9 @@
-"""Classification metrics from gold and predicted labels: pure functions, no torch."""
+"""Classification metrics from gold and predicted labels, perplexity from document losses: pure functions,
+no torch."""
 
 from __future__ import annotations
+
+import math
 
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
@@ -20,3 +23,12 @@ def classification_metrics(gold: list[str], predicted: list[str], labels: list[s
         "confusion_matrix": {"labels": labels, "rows_gold_cols_predicted":
                              confusion_matrix(gold, predicted, labels=labels).tolist()},
     }
+
+
+def perplexity_metrics(nll: list[float], tokens: list[int], lengths: list[int]) -> dict:
+    """Token-weighted: exp of the summed NLL over the summed scored tokens, so a long document weighs by
+    its tokens; `tokens_in_split` counts every token, `tokens_scored` / `tokens_in_split` is the coverage."""
+    scored = sum(tokens)
+    loss = sum(nll) / max(scored, 1)
+    return {"test_loss": round(loss, 5), "perplexity": round(math.exp(loss), 4), "tokens_scored": scored,
+            "tokens_in_split": sum(lengths)}

@@ -1,11 +1,9 @@
-"""Scoring a causal LM: token-weighted perplexity, label log-likelihoods, greedy generation samples.
+"""Scoring a causal LM: label log-likelihoods, greedy generation samples (perplexity: perplexity.py).
 
 Torch lives here; the pure metric arithmetic is in metrics.py so it is tested without a model.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from tqdm.auto import tqdm
@@ -15,7 +13,7 @@ from domaintune.core.schema import Config
 from domaintune.modeling.render import answer_ids, encode_text, prompt_ids
 
 
-def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -25,34 +23,14 @@ def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
-def _progress(batches: list[list[int]], what: str):
+def progress(batches: list[list[int]], what: str):
     # Evaluating the real model takes a minute or more on a CPU; show that it is moving.
     return tqdm(batches, desc=what, unit="batch", leave=False, disable=len(batches) < 2)
 
 
-def _length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-@torch.no_grad()
-def perplexity(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, batch_size: int
-) -> dict:
-    seqs = [encode_text(tokenizer, t, max_length).input_ids for t in texts]
-    total_nll, total_tokens = 0.0, 0
-    for batch in _progress(_length_sorted_batches([len(s) for s in seqs], batch_size), "perplexity"):
-        ids, mask = _right_pad([seqs[i] for i in batch], tokenizer.pad_token_id)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        targets, target_mask = ids[:, 1:], mask[:, 1:].bool()
-        # One row per scored position: over a (batch, vocab, length) view, cross_entropy's float32 sum
-        # runs along a strided vocabulary and lost 1.4e-4 nats per token against float64 on SmolLM2's
-        # 49k vocabulary; rows of contiguous logits stay within 1e-5.
-        nll = torch.nn.functional.cross_entropy(logits[target_mask], targets[target_mask], reduction="sum")
-        total_nll += nll.item()
-        total_tokens += int(target_mask.sum())
-    loss = total_nll / max(total_tokens, 1)
-    return {"test_loss": round(loss, 5), "perplexity": round(math.exp(loss), 4), "tokens_scored": total_tokens}
 
 
 @torch.no_grad()
@@ -81,7 +59,7 @@ def score_options(
         return scores
     cache = out.cache
     cache.batch_repeat_interleave(n_opt)
-    opt_ids, opt_mask = _right_pad([o[:-1] for o in options], pad_id)  # inputs predicting o[1:]
+    opt_ids, opt_mask = right_pad([o[:-1] for o in options], pad_id)  # inputs predicting o[1:]
     opt_ids, opt_mask = opt_ids.repeat(len(prompts), 1), opt_mask.repeat(len(prompts), 1)
     full_mask = torch.cat([mask.repeat_interleave(n_opt, 0), opt_mask], dim=1)
     start = mask.sum(-1).repeat_interleave(n_opt, 0).unsqueeze(1)
@@ -98,7 +76,7 @@ def score_options(
     return scores + rest.view(len(prompts), n_opt)
 
 
-def classify(
+def score_labels(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     cfg: Config,
@@ -106,16 +84,16 @@ def classify(
     labels: list[str],
     max_length: int,
     batch_size: int,
-) -> list[str]:
+) -> torch.Tensor:
+    """Each label's log-likelihood as the assistant's answer to each text, shape (texts, labels); the
+    prediction is the row's argmax, and the whole row is kept so that predictions.jsonl can show how sure."""
     options = [answer_ids(tokenizer, cfg.prompt, label) for label in labels]
     budget = max_length - max(len(o) for o in options)
     prompts = [prompt_ids(tokenizer, cfg.prompt, t, budget) for t in texts]
-    predicted: list[str] = [""] * len(texts)
-    for batch in _progress(_length_sorted_batches([len(p) for p in prompts], batch_size), "label scoring"):
-        scores = score_options(model, [prompts[i] for i in batch], options, tokenizer.pad_token_id)
-        for i, best in zip(batch, scores.argmax(-1).tolist(), strict=False):
-            predicted[i] = labels[best]
-    return predicted
+    scores = torch.zeros(len(texts), len(labels))
+    for batch in progress(length_sorted_batches([len(p) for p in prompts], batch_size), "label scoring"):
+        scores[batch] = score_options(model, [prompts[i] for i in batch], options, tokenizer.pad_token_id)
+    return scores
 
 
 @torch.no_grad()

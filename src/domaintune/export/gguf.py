@@ -1,10 +1,11 @@
 """`domaintune export RUN --format gguf`: the run's model as GGUF files (f16 and q8_0; f32 on request) for
 llama.cpp/Ollama.
 
-Writing goes through the `gguf` package (GGUFWriter, its llama tensor-name map and its q8_0 quantizer).
-Two things it does not provide are done here: the HF -> llama.cpp row permutation of the q/k
-projections (it lives in llama.cpp's convert script, not in the package), and reading the vocabulary
-out of an HF tokenizer. Only Llama-architecture models are exported (SmolLM2 is one).
+Writing goes through the `gguf` package (GGUFWriter, its llama tensor-name map, its q8_0 quantizer, and
+SpecialVocab for the merges, special-token ids and chat template). Two things it does not provide are done
+here: the HF -> llama.cpp row permutation of the q/k projections, and the token list with its token types
+(both live in llama.cpp's convert_hf_to_gguf.py, not in the package; `vocabulary` says why the package's
+vocab classes do not fit). Only Llama-architecture models are exported (SmolLM2 is one).
 
 Each file is read back with transformers' GGUF loader and its logits compared with the source model's
 on a few test prompts; the figures go to export_card.json beside the files. f32 reads back bit-identical:
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import gguf
@@ -26,11 +28,12 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, sibling_output, staged_output
+from domaintune.core.run_card import RunCard, read_run_card
 from domaintune.data.prepare import read_split
 from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import resolve_model, source_of_converted
 from domaintune.modeling.render import prompt_ids
-from domaintune.modeling.runs import is_adapter_run, load_run_model, run_card, run_config
+from domaintune.modeling.runs import is_adapter_run, load_run_model, run_config
 
 FORMATS = {
     # name: (type of 2-D weights, general.file_type)
@@ -47,8 +50,16 @@ def permute_qk(weight: np.ndarray, n_head: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weight.shape))
 
 
-def vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[list[str], list[int], list[str]]:
-    """Tokens by id, their llama.cpp token types, and the BPE merges, from a byte-level BPE tokenizer."""
+def vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[list[str], list[int]]:
+    """Tokens by id and their llama.cpp token types, from a byte-level BPE tokenizer, as llama.cpp's
+    convert_hf_to_gguf.py (get_vocab_base) lists them.
+
+    By hand because neither vocab class of the `gguf` package writes that list for SmolLM2's tokenizer:
+    gguf.BpeVocab types the 17 special tokens SmolLM2 keeps inside its base vocabulary (ids 0-16,
+    <|endoftext|>, <|im_start|>, <|im_end|>, ...) NORMAL (1) where the converter wrote CONTROL (3) into the
+    embedded GGUF, and lists no placeholders for embedding rows beyond the tokenizer; gguf.LlamaHfVocab
+    refuses a byte-level BPE without byte_fallback ("Cannot find Llama BPE tokenizer") and would write
+    tokenizer model 'llama', not 'gpt2'. tests/export/test_gguf.py pins the result to the embedded GGUF's."""
     state = json.loads(tokenizer.backend_tokenizer.to_str())
     if state["model"]["type"] != "BPE":
         raise DomaintuneError(f"GGUF export supports byte-level BPE tokenizers, not {state['model']['type']}")
@@ -62,8 +73,21 @@ def vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[lis
             types.append(gguf.TokenType.UNUSED)
         else:
             types.append(gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in state["model"]["merges"]]
-    return tokens, [int(t) for t in types], merges
+    return tokens, [int(t) for t in types]
+
+
+def special_vocab(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> gguf.SpecialVocab:
+    """The merges, the bos/eos/unk/pad ids and the chat template, read by gguf.SpecialVocab from the
+    tokenizer's saved files (it reads a folder, not a tokenizer object)."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        # The four ids the export has always written; SpecialVocab's default also looks for sep/cls/mask.
+        special = gguf.SpecialVocab(folder, load_merges=True, special_token_types=("bos", "eos", "unk", "pad"),
+                                    n_vocab=vocab_size)
+    # Prompts are tokenized with add_special_tokens=False (modeling/render.py) and the chat template writes
+    # its own markers, so llama.cpp must add none either, whatever the tokenizer's post-processor would add.
+    special.add_special_token = {"bos": False}
+    return special
 
 
 def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, fmt: str,
@@ -90,20 +114,12 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-    tokens, types, merges = vocabulary(tokenizer, cfg.vocab_size)
+    tokens, types = vocabulary(tokenizer, cfg.vocab_size)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    for token, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
-                       ("unk", writer.add_unk_token_id), ("pad", writer.add_pad_token_id)):
-        token_id = getattr(tokenizer, f"{token}_token_id")
-        if token_id is not None:
-            add(int(token_id))
-    writer.add_add_bos_token(False)  # the chat template writes its own markers
-    if tokenizer.chat_template:
-        writer.add_chat_template(tokenizer.chat_template)
+    special_vocab(tokenizer, cfg.vocab_size).add_to_gguf(writer, quiet=True)
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
     tied = getattr(cfg, "tie_word_embeddings", False)
@@ -162,10 +178,10 @@ def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | 
         given = f"'{unknown[0]}' is not a type" if unknown else "no type given"
         raise DomaintuneError(f"export --types: {given}; choose from {', '.join(FORMATS)} (comma-separated)")
     run_dir = Path(run_dir)
-    card = run_card(run_dir)
-    if not saved_as(card.get("method")):
-        raise DomaintuneError(f"{run_dir}: export needs a training run; this folder is '{card.get('method')}'")
-    if card.get("task") == "classification":
+    card = read_run_card(run_dir)
+    if not isinstance(card, RunCard) or not saved_as(card.method):
+        raise DomaintuneError(f"{run_dir}: export needs a training run; this folder is '{card.method}'")
+    if card.task == "classification":
         raise DomaintuneError(f"{run_dir}: a classification run (a sequence-classification head) has no GGUF form "
                               "llama.cpp serves; export takes causal-LM runs (train.task sft or causal-lm)")
     cfg = run_config(run_dir)
@@ -181,7 +197,7 @@ def run_export(run_dir: str | Path, fmt: str = "gguf", output_dir: str | Path | 
     pre = tokenizer_pre(cfg.model.name)
     texts = [r["text"] for r in read_split(cfg.data.output_dir, "test")[:check_prompts]]
     prompts = [prompt_ids(tokenizer, cfg.prompt, t, cfg.evaluate.max_length) for t in texts]
-    export_card: dict = {"run": str(run_dir.resolve()), "method": card.get("method"), "tokenizer_pre": pre,
+    export_card: dict = {"run": str(run_dir.resolve()), "method": card.method, "tokenizer_pre": pre,
                          "files": {}}
     with staged_output(out, "export", overwrite) as folder:
         for name in types:

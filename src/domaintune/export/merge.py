@@ -11,8 +11,9 @@ from pathlib import Path
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.outputs import check_output, config_inputs, sibling_output, staged_output
+from domaintune.core.run_card import read_run_card
 from domaintune.modeling.models import load_causal_lm, load_tokenizer
-from domaintune.modeling.runs import is_adapter_run, load_run_model, run_card, run_config
+from domaintune.modeling.runs import is_adapter_run, load_run_model, run_config
 from domaintune.modeling.seqcls import load_classifier
 
 
@@ -22,10 +23,10 @@ def run_merge(run_dir: str | Path, output_dir: str | Path | None = None, overwri
     An existing output folder is replaced only if it is a merged model, or with `overwrite` (outputs.py).
     """
     run_dir = Path(run_dir)
-    card = run_card(run_dir)
+    card = read_run_card(run_dir)
     if not is_adapter_run(card):
         raise DomaintuneError(
-            f"{run_dir}: merge needs a LoRA run; this one is '{card.get('method')}' (its model/ is already plain)"
+            f"{run_dir}: merge needs a LoRA run; this one is '{card.method}' (its model/ is already plain)"
         )
     cfg = run_config(run_dir)
     out = Path(output_dir) if output_dir else sibling_output(run_dir, "merged")

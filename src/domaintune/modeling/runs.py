@@ -9,7 +9,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from domaintune.core.config import load_config
 from domaintune.core.errors import DomaintuneError
-from domaintune.core.io import read_json
+from domaintune.core.run_card import RunCardBase, read_run_card, read_training_run_card
 from domaintune.core.schema import Config
 from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import load_base, load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
@@ -18,30 +18,20 @@ from domaintune.modeling.seqcls import load_classifier, set_pad_token
 BASE = "base"
 
 
-def run_card(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "run_card.json"
-    if not Path(run_dir).is_dir():
-        raise DomaintuneError(f"run folder not found: {run_dir}")
-    if not path.is_file():
-        raise DomaintuneError(f"{run_dir}: not a complete run folder (run_card.json is missing); "
-                              "see docs/troubleshooting.md#stage-order")
-    return read_json(path)
-
-
 def run_config(run_dir: str | Path) -> Config:
-    run_card(run_dir)  # checks the folder first, so its error names what a run folder needs
+    read_run_card(run_dir)  # checks the folder first, so its error names what a run folder needs
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise DomaintuneError(f"{run_dir}: not a complete run folder (config.yaml is missing)")
     return load_config(path)
 
 
-def is_adapter_run(card: dict) -> bool:
-    return saved_as(card["method"]) == "adapter"
+def is_adapter_run(card: RunCardBase) -> bool:
+    return saved_as(card.method) == "adapter"
 
 
 def weights_dir(run_dir: str | Path) -> Path:
-    adapter = is_adapter_run(run_card(run_dir))
+    adapter = is_adapter_run(read_run_card(run_dir))
     folder = Path(run_dir) / ("adapter" if adapter else "model")
     marker = "adapter_config.json" if adapter else "config.json"
     if not (folder / marker).is_file():
@@ -54,25 +44,25 @@ def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTraine
     if target == BASE:
         return load_base(cfg.model.name, cfg.model.revision)
     folder = weights_dir(target)
-    card = run_card(target)
+    card = read_training_run_card(target)
     tokenizer = load_tokenizer(str(folder))
-    classifier = card["task"] == "classification"
+    classifier = card.task == "classification"
     if not is_adapter_run(card):
-        model = load_classifier(str(folder), card["labels"]) if classifier else load_causal_lm(str(folder))
+        model = load_classifier(str(folder), card.labels) if classifier else load_causal_lm(str(folder))
         return model, tokenizer
     own = run_config(target)
-    if card.get("base_model") not in (None, own.model.name):
-        raise DomaintuneError(f"{target}: run_card.json says the adapter was trained from '{card['base_model']}' "
+    if card.base_model != own.model.name:
+        raise DomaintuneError(f"{target}: run_card.json says the adapter was trained from '{card.base_model}' "
                               f"but config.yaml names '{own.model.name}'; the folder mixes two runs")
     try:
         if classifier:
-            base = load_classifier(resolve_model(own.model.name), card["labels"], own.model.revision)
+            base = load_classifier(resolve_model(own.model.name), card.labels, own.model.revision)
             set_pad_token(base, tokenizer)
         else:
             base, _ = load_base(own.model.name, own.model.revision)
     except DomaintuneError as exc:
         raise DomaintuneError(f"{target}: the adapter's base model cannot be loaded: {exc}") from None
-    fingerprint = weights_fingerprint(base) if card.get("base_weights_fingerprint") else None  # before PEFT renames
+    fingerprint = weights_fingerprint(base) if card.base_weights_fingerprint else None  # before PEFT renames
     try:
         model = PeftModel.from_pretrained(base, folder)
     except (RuntimeError, ValueError) as exc:  # shape mismatches, target modules the base lacks
@@ -80,7 +70,7 @@ def load_run_model(target: str, cfg: Config) -> tuple[PreTrainedModel, PreTraine
         reason = next((line.strip() for line in lines if "size mismatch" in line), " ".join(str(exc).split())[:300])
         raise DomaintuneError(f"{target}: adapter/ does not fit base model '{own.model.name}', it was trained "
                               f"from another base ({reason}); see docs/troubleshooting.md#adapter-mismatch") from None
-    check_base_weights(target, card.get("base_weights_fingerprint"), fingerprint, own.model.name)
+    check_base_weights(target, card.base_weights_fingerprint, fingerprint, own.model.name)
     return model, tokenizer
 
 

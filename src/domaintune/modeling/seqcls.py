@@ -50,20 +50,20 @@ def encode_classification(
 
 
 @torch.no_grad()
-def predict_labels(
+def label_logits(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
-    labels: list[str],
     max_length: int,
     batch_size: int,
-) -> list[str]:
-    predicted: list[str] = []
+) -> torch.Tensor:
+    """The head's logits, shape (texts, labels) in the head's label order; the prediction is each row's
+    argmax, and the rows are kept whole for predictions.jsonl."""
+    rows = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(
             texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True,
             return_tensors="pt",
         )
-        logits = model(**batch).logits
-        predicted += [labels[i] for i in logits.argmax(-1).tolist()]
-    return predicted
+        rows.append(model(**batch).logits.float())
+    return torch.cat(rows) if rows else torch.zeros(0, model.config.num_labels)

@@ -8,6 +8,9 @@ broken merge must show). The training cost comes from run_card.json, and the inf
 `latency.measure`, run in a fresh process per row (a merged LoRA served from its merged folder).
 Each row says what its latency measures (`latency_kind`: generate, classify or tfidf-predict); the
 tables carry a note per kind, since a classifier's forward pass is no 16-token generation.
+Each model is tested against the base and the TF-IDF baseline on the same examples (paired.py), and
+rows for always-the-majority and the label prior come from the prepared data (references.py). With a
+feedback database, the review page's win rates join the report (evaluation/win_rates.py).
 Outputs: comparison.json (every figure), report.md, report.html (self-contained).
 """
 
@@ -22,20 +25,26 @@ import torch
 from pydantic import Field
 
 from domaintune.core.config import load_config
+from domaintune.core.data_card import read_data_card
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json, atomic_write_text, read_json
 from domaintune.core.outputs import check_output, staged_output
+from domaintune.core.run_card import BASELINE_METHOD, read_run_card
 from domaintune.core.schema import EvaluateConfig, Settings
-from domaintune.data.prepare import read_data_card, read_split
+from domaintune.data.prepare import read_split
+from domaintune.evaluation.win_rates import pair_results, read_votes
 from domaintune.modeling.methods import saved_as
 from domaintune.modeling.models import resolve_model
 from domaintune.modeling.runs import run_config
 from domaintune.reporting.latency import measure_in_subprocess
-from domaintune.reporting.tables import render_markdown
+from domaintune.reporting.markdown import render_markdown
+from domaintune.reporting.paired import paired_comparisons
+from domaintune.reporting.references import reference_rows
 
 QUALITY_KEYS = ("perplexity", "test_loss", "accuracy", "macro_f1", "general_perplexity", "per_class",
                 "confusion_matrix", "samples", "test_rows", "latency_p50_ms", "latency_p95_ms",
-                "requests_per_second")
+                "requests_per_second", "perplexity_ci", "accuracy_ci", "macro_f1_ci", "general_perplexity_ci",
+                "tokens_in_split")
 CARD_KEYS = ("task", "labels", "trainable_parameters", "total_parameters", "weights_bytes", "train_wall_seconds",
              "train_tokens_per_second", "steps", "train_tokens")
 
@@ -60,15 +69,17 @@ def read_folder(folder: str | Path, name: str | None = None) -> dict:
     if not (folder / "config.yaml").is_file():
         raise DomaintuneError(f"{folder}: config.yaml is missing; the folder is incomplete")
     metrics = read_json(folder / "metrics.json")
-    row: dict = {"name": name or folder.name, "folder": str(folder), "base_model": metrics.get("base_model")}
+    row: dict = {"name": name or folder.name, "folder": str(folder), "base_model": metrics.get("base_model"),
+                 "data_dir": metrics.get("data_dir"), "data_fingerprint": metrics.get("data_fingerprint")}
     row.update({k: metrics[k] for k in QUALITY_KEYS if k in metrics})
     if (folder / "run_card.json").is_file():
-        card = read_json(folder / "run_card.json")
-        row["method"] = card.get("method")
-        if row["method"] == "tfidf-logreg" and row.get("latency_p50_ms") is not None:
+        card = read_run_card(folder)
+        row["method"] = card.method
+        if card.method == BASELINE_METHOD and row.get("latency_p50_ms") is not None:
             row["latency_kind"] = "tfidf-predict"
-        row.update({k: card.get(k) for k in CARD_KEYS})
-        row["peak_train_rss_bytes"] = card.get("peak_rss_bytes")
+        # a baseline's card has none of the training figures (task, steps, tokens, peak memory): None in the table
+        row.update({k: getattr(card, k, None) for k in CARD_KEYS})
+        row["peak_train_rss_bytes"] = getattr(card, "peak_rss_bytes", None)
         if saved_as(row["method"]):
             from domaintune.modeling.runs import weights_dir  # checks adapter/ or model/ is complete
 
@@ -164,13 +175,13 @@ def merged_quality(row: dict, merged_dir: Path) -> dict:
     cfg.data.output_dir = metrics["data_dir"]
     cfg.evaluate = EvaluateConfig.model_validate(metrics["evaluate_settings"])
     data_card = read_data_card(cfg.data.output_dir)
-    if data_card["fingerprint"] != metrics["data_fingerprint"]:
+    if data_card.fingerprint != metrics["data_fingerprint"]:
         raise DomaintuneError(f"{folder} was evaluated on prepared data {metrics['data_fingerprint']}, but "
-                              f"{cfg.data.output_dir} now holds {data_card['fingerprint']}; run "
+                              f"{cfg.data.output_dir} now holds {data_card.fingerprint}; run "
                               f"`domaintune evaluate {folder}` again")
     classifier = row.get("task") == "classification"
     model, tokenizer = load_merged(merged_dir, row["labels"] if classifier else None)
-    figures = evaluate_model(model, tokenizer, cfg, run_cfg, data_card.get("labels"), classifier)
+    figures = evaluate_model(model, tokenizer, cfg, run_cfg, data_card.labels, classifier)
     return {k: figures[k] for k in QUALITY_KEYS if k in figures}
 
 
@@ -203,10 +214,12 @@ def run_compare(
     threads: int | None = None,
     log=lambda line: None,
     overwrite: bool = False,
+    feedback: str | Path | None = None,
 ) -> Path:
     """Write comparison.json, report.md and report.html for the folders; returns the HTML report's path.
 
     An existing `output_dir` is replaced only if it is a comparison, or with `overwrite` (outputs.py).
+    `feedback`: a review database (`domaintune serve`'s feedback.sqlite) whose win rates join the report.
     """
     if not folders:
         raise DomaintuneError("compare needs at least one evaluated folder (a run folder or runs/base)")
@@ -216,6 +229,7 @@ def run_compare(
     folder_rows = [read_folder(f, names[i] if names else None) for i, f in enumerate(folders)]
     check_same_base(folder_rows)
     rows = [r for row in folder_rows for r in serving_rows(row)]
+    votes = {"database": str(feedback), "pairs": pair_results(read_votes(feedback))} if feedback else None
     from domaintune.reporting.html import render_html
 
     with staged_output(output_dir, "compare", overwrite) as folder:
@@ -232,11 +246,15 @@ def run_compare(
             shutil.rmtree(folder / ".latency", ignore_errors=True)
         shutil.rmtree(folder / ".merged", ignore_errors=True)
         add_relative_figures(rows)
-        report = {"rows": rows, "latency_settings": latency.model_dump() if latency else None, "latency_texts": texts,
+        paired, paired_notes = paired_comparisons(rows)
+        references, reference_notes = reference_rows(rows)
+        report = {"rows": rows, "reference_rows": references, "paired_tests": paired,
+                  "notes": paired_notes + reference_notes, "feedback": votes,
+                  "latency_settings": latency.model_dump() if latency else None, "latency_texts": texts,
                   "loss_curves": {r["name"]: loss_curve(r["folder"]) for r in rows
                                   if r["variant"] in ("lora", "full")}}
         atomic_write_json(folder / "comparison.json", report)
-        atomic_write_text(folder / "report.md", render_markdown(rows))
+        atomic_write_text(folder / "report.md", render_markdown(report))
         atomic_write_text(folder / "report.html", render_html(report))
     return Path(output_dir) / "report.html"
 

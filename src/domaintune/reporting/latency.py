@@ -29,11 +29,12 @@ from domaintune.core.config import validate_config
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_json
 from domaintune.core.process import torch_threads
+from domaintune.core.run_card import read_training_run_card
 from domaintune.core.runtime import PeakRss, device_name
 from domaintune.core.schema import Config
 from domaintune.export.merge import load_merged
 from domaintune.modeling.render import prompt_ids
-from domaintune.modeling.runs import load_run_model, run_card
+from domaintune.modeling.runs import load_run_model
 
 
 def load_for_timing(spec: dict, cfg: Config) -> tuple:
@@ -44,7 +45,7 @@ def load_for_timing(spec: dict, cfg: Config) -> tuple:
     both resident, and charge that to the merged model's memory.
     """
     if spec.get("merged_dir"):
-        labels = run_card(spec["target"])["labels"] if spec.get("task") == "classification" else None
+        labels = read_training_run_card(spec["target"]).labels if spec.get("task") == "classification" else None
         return load_merged(spec["merged_dir"], labels)
     return load_run_model(spec["target"], cfg)
 

@@ -2,7 +2,7 @@
 
 transformers' `generate()` runs the batch: the key/value cache, the attention mask and the position ids
 it derives from the mask, so left padding changes no row's answer (beyond fp32 roundoff, see
-tests/serving/test_batching.py). What `generate()` has no per-row notion of is added here, through its
+tests/serving/test_serve_batching.py). What `generate()` has no per-row notion of is added here, through its
 two hooks:
 
     `_RowSampler` (a logits processor)   per-row temperature, top_p and seed: a sampled row draws its

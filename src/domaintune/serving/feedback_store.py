@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scipy.stats import binomtest
-
 from domaintune.core.errors import DomaintuneError
 from domaintune.data.clean import normalized_key
+from domaintune.evaluation.win_rates import VOTES_SCHEMA_VERSION, pair_results
 
 DB_NAME = "feedback.sqlite"
-SCHEMA_VERSION = 2  # PRAGMA user_version; 0 on databases written before reviewer tokens
+SCHEMA_VERSION = VOTES_SCHEMA_VERSION  # PRAGMA user_version; 0 on databases written before reviewer tokens
 SOURCES = ("val", "review", "typed")  # where a prompt came from; never "test"
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS comparisons (
@@ -220,31 +219,11 @@ class FeedbackStore:
                 "FROM comparisons c JOIN votes v ON v.comparison_id = c.id ORDER BY v.id"
             ).fetchall()
 
-    def pair_results(self, confidence: float = 0.95) -> list[dict]:
+    def pair_results(self) -> list[dict]:
         """Per model pair: wins, ties, reviewers and the first model's win rate over decisive votes with a
-        Wilson interval. Each reviewer-prompt counts once per pair: the votes table allows no second."""
-        pairs: dict[tuple[str, str], dict] = {}
-        reviewers: dict[tuple[str, str], set[str]] = {}
-        for row in self.voted_comparisons():
-            first, second = row["model_a"], row["model_b"]
-            tally = pairs.setdefault((first, second), {"model_a": first, "model_b": second, "wins_a": 0,
-                                                       "wins_b": 0, "ties": 0})
-            reviewers.setdefault((first, second), set()).add(row["reviewer"])
-            if row["choice"] == "tie":
-                tally["ties"] += 1
-            else:
-                tally["wins_a" if row["winner_model"] == first else "wins_b"] += 1
-        for key, tally in pairs.items():
-            decisive = tally["wins_a"] + tally["wins_b"]
-            tally["votes"] = decisive + tally["ties"]
-            tally["reviewers"] = len(reviewers[key])
-            tally["win_rate_a"] = tally["wins_a"] / decisive if decisive else None
-            tally["ci_low"] = tally["ci_high"] = None
-            if decisive:
-                # Wilson's interval stays inside [0, 1] and behaves at small counts, unlike the normal one.
-                ci = binomtest(tally["wins_a"], decisive).proportion_ci(confidence, method="wilson")
-                tally["ci_low"], tally["ci_high"] = ci.low, ci.high
-        return [pairs[key] for key in sorted(pairs)]
+        Wilson interval (evaluation/win_rates.py, which compare's report uses too). Each reviewer-prompt
+        counts once per pair: the votes table allows no second."""
+        return pair_results(self.voted_comparisons())
 
 
 def default_db_path(runs: list[str | Path], fallback: str | Path = "runs") -> Path:

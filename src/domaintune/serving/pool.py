@@ -20,9 +20,10 @@ from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from domaintune.core.errors import DomaintuneError
+from domaintune.core.run_card import read_run_card
 from domaintune.core.schema import Config, PromptConfig
 from domaintune.modeling.models import load_base, load_causal_lm, load_tokenizer
-from domaintune.modeling.runs import BASE, is_adapter_run, run_card, run_config, weights_dir
+from domaintune.modeling.runs import BASE, is_adapter_run, run_config, weights_dir
 from domaintune.serving.decode import Generation, GenParams, Row, decode_batch
 
 __all__ = ["Generation", "GenParams", "ModelPool", "ServedModel", "mixes_in_batch", "pad_id"]
@@ -52,7 +53,7 @@ class ModelPool:
             if name == BASE or name in {n for n, _, _ in adapters + fulls}:
                 raise DomaintuneError(f"two served models would be named '{name}': give run folders distinct names")
             own = run_config(run)
-            (adapters if is_adapter_run(run_card(run)) else fulls).append((name, Path(run), own))
+            (adapters if is_adapter_run(read_run_card(run)) else fulls).append((name, Path(run), own))
         if not (include_base or adapters or fulls):
             raise DomaintuneError("nothing to serve: name at least one run folder, or pass --base")
         base_cfg = adapters[0][2] if adapters else cfg

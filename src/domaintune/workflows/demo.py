@@ -18,7 +18,7 @@ from domaintune.data.prepare import check_prepare_output, run_prepare
 from domaintune.evaluation.baseline import check_baseline_output, run_baseline
 from domaintune.evaluation.evaluate import check_base_output, run_evaluate
 from domaintune.reporting.compare import LatencySettings, check_compare_output, run_compare
-from domaintune.reporting.tables import text_table
+from domaintune.reporting.tables import text_report
 from domaintune.training.train import check_train_output, run_train
 
 FULL_LEARNING_RATE = 5e-5  # 10x below LoRA's: updating every weight needs smaller steps
@@ -80,8 +80,7 @@ def run_demo(cfg: Config | None = None, log=print, compare: bool = False,
         names.append("tfidf")
     report = run_compare(folders, out, names, latency=(latency or LatencySettings()) if compare else None,
                          threads=cfg.threads, log=log, overwrite=overwrite)
-    rows = json.loads((out / "comparison.json").read_text(encoding="utf-8"))["rows"]
     log("")
-    log(text_table(rows))
+    log(text_report(json.loads((out / "comparison.json").read_text(encoding="utf-8"))))
     log(f"\nreport: {report}")
     return report

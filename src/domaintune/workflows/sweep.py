@@ -33,9 +33,9 @@ from transformers import TrainerCallback
 from domaintune.core.config import validate_config
 from domaintune.core.dotted import set_dotted
 from domaintune.core.errors import DomaintuneError
-from domaintune.core.io import atomic_write_json, read_json
 from domaintune.core.outputs import config_inputs, data_inputs, open_output_in_place
 from domaintune.core.process import optuna_verbosity
+from domaintune.core.run_card import SweepTrial, read_training_run_card, write_run_card
 from domaintune.core.schema import Config
 from domaintune.core.sweep_config import SearchParam, choice_label
 from domaintune.data.prepare import read_split, run_prepare
@@ -282,18 +282,18 @@ class _Objective:
             raise
         finally:
             gc.collect()
-        card = read_json(run_dir / "run_card.json")
+        card = read_training_run_card(run_dir)
         state = "pruned" if pruning.pruned_at is not None else "complete"
-        card["sweep"] = {"study": str(self.folder), "trial": trial.number, "state": state,
-                         "pruned_at_step": pruning.pruned_at, "params": trial.params}
-        atomic_write_json(run_dir / "run_card.json", card)
+        card.sweep = SweepTrial(study=str(self.folder), trial=trial.number, state=state,
+                                pruned_at_step=pruning.pruned_at, params=trial.params)
+        write_run_card(run_dir, card)
         for key in ("steps", "train_wall_seconds", "train_tokens_per_second", "trainable_parameters", "weights_bytes",
                     "peak_rss_bytes", "val_loss"):
-            trial.set_user_attr(key, card[key])
+            trial.set_user_attr(key, getattr(card, key))
         trial.set_user_attr("pruned_at_step", pruning.pruned_at)
         if pruning.pruned_at is not None:
-            raise optuna.TrialPruned(f"val loss {card['val_loss']} at step {pruning.pruned_at}")
-        return card["val_loss"]
+            raise optuna.TrialPruned(f"val loss {card.val_loss} at step {pruning.pruned_at}")
+        return card.val_loss
 
 
 def _shown(params: dict[str, Any]) -> str:
