@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -56,6 +58,36 @@ def make_run(root: Path, model: str) -> Path:
     overrides.append(f"train.output_dir={root / 'runs' / 'lora'}")
     run_prepare(load_config(None, overrides))
     return run_train(load_config(None, overrides))
+
+
+@contextlib.contextmanager
+def serving(run: Path, db: Path, clients: int, threads: int | None, *flags: str) -> Iterator[str]:
+    """`domaintune serve RUN --base` on 127.0.0.1 in a subprocess, with `flags` added; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("DOMAINTUNE_API_KEY", None)
+    server = subprocess.Popen(
+        # All clients share one address here, where on a network each user has their own: the
+        # per-address cap is set to the client count so that it does not stand in for the queue limit.
+        [sys.executable, "-m", "domaintune", "serve", str(run), *([f"threads={threads}"] if threads else []),
+         "--base", "--host", "127.0.0.1", "--port", str(port), "--db", str(db), "--max-per-client", str(clients),
+         *flags], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("server did not come up")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 class Tally:
@@ -145,32 +177,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         root = Path(tmp)
         run = make_run(root, args.model)
-        port, db = free_port(), root / "feedback.sqlite"
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        env.pop("DOMAINTUNE_API_KEY", None)
-        server = subprocess.Popen(
-            # All clients share one address here, where on a network each user has their own: the
-            # per-address cap is set to the client count so that it does not stand in for the queue limit.
-            [sys.executable, "-m", "domaintune", "serve", str(run),
-             *([f"threads={args.threads}"] if args.threads else []), "--base", "--host", "127.0.0.1",
-             "--port", str(port), "--db", str(db), "--max-per-client", str(args.clients)], env=env)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("server did not come up")
-                time.sleep(0.5)
+        db = root / "feedback.sqlite"
+        with serving(run, db, args.clients, args.threads) as url:
             tally, wall = asyncio.run(drive(url, args.clients, args.seconds, tokens))
             healthy_after = httpx.get(f"{url}/health", timeout=10).status_code == 200
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         with sqlite3.connect(db) as conn:
             rows = conn.execute("SELECT COUNT(*), COUNT(DISTINCT comparison_id) FROM votes").fetchone()
 

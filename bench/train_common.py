@@ -1,5 +1,5 @@
 """What bench/train_speed.py and bench/lora_memory.py share: the examples, domaintune's config, child
-processes (one per measured run, so each peak RSS is its own), a matmul peak and the FLOPs of a step."""
+processes (one per measured run, so each peak RSS is its own), matmul peaks and the FLOPs of a step."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 
 from domaintune import load_config, run_prepare
 from domaintune.core.schema import Config
-from domaintune.workflows.demo import DEMO_SETTINGS
+from domaintune.workflows.demo import demo_config
 
 MAX_LENGTH = 512  # the seed recipe pads every example to 512; every recipe cuts there too
 GIB = 1 << 30
@@ -27,10 +27,8 @@ def bench_config(root: Path, steps: int, batch: int, extra: list[str] | None = N
     Only the shape of the run is set (rows, steps, batch, max_length); method, learning rate, LoRA
     settings, loss positions, precision and gradient checkpointing stay at their defaults.
     """
-    data_and_prompt = [s for s in DEMO_SETTINGS if s.startswith(("data.", "prompt."))]
-    return load_config(None, data_and_prompt + [
-        f"data.output_dir={root}/prepared",
-        "data.val_fraction=0.02",  # run_train evaluates val after training; keep that short
+    demo = demo_config()  # its data and prompt sections only
+    cfg = load_config(None, [
         f"train.output_dir={root}/runs/lora",
         f"train.max_length={MAX_LENGTH}",
         f"train.batch_size={batch}",
@@ -39,6 +37,9 @@ def bench_config(root: Path, steps: int, batch: int, extra: list[str] | None = N
         "train.logging_steps=1",
         *(extra or []),
     ])
+    # val_fraction: run_train evaluates val after training; keep that short
+    data = demo.data.model_copy(update={"output_dir": f"{root}/prepared", "val_fraction": 0.02})
+    return cfg.model_copy(update={"data": data, "prompt": demo.prompt})
 
 
 def prepare_examples(cfg: Config) -> list[dict]:
@@ -89,11 +90,15 @@ def run_child(script: Path, spec: dict, out: Path, env: dict[str, str] | None = 
     return result
 
 
-def matmul_peak_gflops(rows: int = 1024, repeat: int = 8) -> float:
-    """Best fp32 GFLOP/s of this machine at SmolLM2-135M's matmul shapes (hidden 576, MLP 1536, vocab head)."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_peak_gflops(precision: str = "fp32", rows: int = 1024, repeat: int = 8) -> float:
+    """Best GFLOP/s of this machine's `precision` matmuls at SmolLM2-135M's shapes (hidden 576, MLP 1536, vocab
+    head)."""
     best = 0.0
     for k, n in ((576, 576), (576, 1536), (1536, 576), (576, 8192)):
-        a, b = torch.randn(rows, k), torch.randn(k, n)
+        a, b = torch.randn(rows, k, dtype=DTYPES[precision]), torch.randn(k, n, dtype=DTYPES[precision])
         a @ b
         for _ in range(3):
             started = time.perf_counter()

@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python bench/train_speed.py [--steps 4] [--batch 8] [--trl-defaults-steps 1]
         [--trl-defaults-batch 2] [--recipes seed,trl-defaults,trl-fp32,lora,lora-no-gc,full] [--work DIR]
+        [--peak-gflops fp32=205,bf16=411]
 
 Every recipe trains SmolLM2-135M on the same drug reviews, tokenized once by domaintune (chat-template
 prompt masked, answer labelled), with the same optimizer settings (AdamW, domaintune's learning rate,
@@ -19,8 +20,10 @@ Each runs in its own process, so peak RSS is per recipe (sampled during training
 non-padding tokens of the examples trained on, counted the same way for all. "Loss after" is the trained
 model's mean per-token loss on those same examples, one at a time, the same for every recipe (the last
 step's loss is one batch's, batched differently by each tool). MFU: the FLOPs the loss
-and its gradients need (bench/train_common.step_flops) per second, over the fp32 matmul peak measured
-at the model's shapes in this run.
+and its gradients need (bench/train_common.step_flops) per second, over the matmul peak of the precision
+the recipe runs in (runtime.mfu_peak_precision: bf16 where the CPU or GPU runs it natively, else fp32),
+measured at the model's shapes at the start and end of this run (the higher), or as given by --peak-gflops
+(an idle machine's figures, say).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def main() -> None:
     parser.add_argument("--trl-defaults-steps", type=int, default=1)
     parser.add_argument("--trl-defaults-batch", type=int, default=2)
     parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--peak-gflops", default="", help="configured matmul peaks, e.g. fp32=205,bf16=411 "
+                        "(unset: measured in this run)")
     args = parser.parse_args()
     if serve_child(args, run_recipe):
         return
@@ -73,7 +78,8 @@ def main() -> None:
     print(f"# bench/train_speed.py --steps {args.steps} --batch {args.batch} --trl-defaults-steps "
           f"{args.trl_defaults_steps} --trl-defaults-batch {args.trl_defaults_batch}")
     print(f"{load_avg()} (start)")
-    peak = matmul_peak_gflops()
+    configured = {k: float(v) for k, v in (item.split("=") for item in args.peak_gflops.split(",") if item)}
+    peaks = matmul_peaks(configured)
     results = {}
     for name in args.recipes.split(","):
         steps, batch = (args.trl_defaults_steps, args.trl_defaults_batch) if name == "trl-defaults" else (
@@ -82,16 +88,27 @@ def main() -> None:
                 "bench_batch": args.batch}
         results[name] = run_child(SCRIPT, spec, work / f"{name}.json")
         print(f"  {name}: {results[name]['tokens_per_second']:.1f} real tok/s, {load_avg()}", flush=True)
-    peak = max(peak, matmul_peak_gflops())
-    print(f"{load_avg()} (end); fp32 matmul peak {peak:.1f} GFLOP/s\n")
-    print(table(results, examples, peak))
+    peaks = {k: max(v, matmul_peaks(configured)[k]) for k, v in peaks.items()}
+    source = "configured" if configured else "measured"
+    print(f"{load_avg()} (end); matmul peaks ({source}): "
+          + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()) + "\n")
+    print(table(results, examples, peaks))
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def table(results: dict, examples: list[dict], peak_gflops: float) -> str:
+def matmul_peaks(configured: dict[str, float]) -> dict[str, float]:
+    """GFLOP/s per precision a recipe may be held to: the configured figure, else measured now."""
+    from domaintune.core.runtime import mfu_peak_precision
+
+    needed = {"fp32", mfu_peak_precision("bf16")}
+    return {p: configured[p] if p in configured else matmul_peak_gflops(p) for p in sorted(needed)}
+
+
+def table(results: dict, examples: list[dict], peaks: dict[str, float]) -> str:
     from transformers import AutoConfig
 
+    from domaintune.core.runtime import mfu_peak_precision
     from domaintune.modeling.models import resolve_model
 
     model_config = AutoConfig.from_pretrained(resolve_model("smollm2-135m"))
@@ -103,23 +120,25 @@ def table(results: dict, examples: list[dict], peak_gflops: float) -> str:
     for name, r in results.items():
         used = examples[: r["examples"]]
         flops = step_flops(model_config, used, "full" if name == "full" else "lora")
-        mfu = flops / r["train_seconds"] / (peak_gflops * 1e9)
+        held_to = mfu_peak_precision(r["precision"])
+        mfu = flops / r["train_seconds"] / (peaks[held_to] * 1e9)
         lines.append(
             f"| {LABELS[name]} | {r['examples']} | {r['real_tokens']} | {r['train_seconds']:.1f} | "
             f"{r['tokens_per_second']:.1f} | {_ratio(r['tokens_per_second'], seed)} | "
             f"{_ratio(r['tokens_per_second'], trl)} | {r['mean_loss']:.4f} | {r['final_loss']:.4f} | "
             f"{r['loss_after']:.4f} | "
-            f"{r['peak_rss_bytes'] / GIB:.2f} | {mfu:.0%} |"
+            f"{r['peak_rss_bytes'] / GIB:.2f} | {mfu:.0%} of {held_to} |"
         )
     lines.append("")
     if "lora" in results and "full" in results:
         ratio = results["lora"]["peak_rss_bytes"] / results["full"]["peak_rss_bytes"]
         lines.append(f"LoRA / full peak RSS at domaintune's defaults, same batch: {ratio:.2f} (target <= 0.5)")
     if seed:
-        ceiling = peak_gflops * 1e9 / (step_flops(model_config, examples, "lora") / sum(len(e["input_ids"])
-                                                                                      for e in examples))
-        lines.append(f"LoRA at 100% of the matmul peak, doing only the necessary work: {ceiling:.0f} real tok/s "
-                     f"= {ceiling / seed:.1f}x the seed recipe (target 8x)")
+        held_to = mfu_peak_precision(results.get("lora", {}).get("precision", "fp32"))
+        flops_per_token = step_flops(model_config, examples, "lora") / sum(len(e["input_ids"]) for e in examples)
+        ceiling = peaks[held_to] * 1e9 / flops_per_token
+        lines.append(f"LoRA at 100% of the {held_to} matmul peak, doing only the necessary work: {ceiling:.0f} real "
+                     f"tok/s = {ceiling / seed:.1f}x the seed recipe (target 8x)")
     return "\n".join(lines)
 
 
@@ -149,7 +168,8 @@ def run_domaintune(spec: dict, work: Path, examples: list[dict]) -> dict:
     real = sum(len(e["input_ids"]) for e in examples)
     assert card["train_tokens"] == real, (card["train_tokens"], real)
     shutil.rmtree(run, ignore_errors=True)
-    return _result(examples, card["train_wall_seconds"], card["train_loss"], losses, card["peak_rss_bytes"], after)
+    return _result(examples, card["train_wall_seconds"], card["train_loss"], losses, card["peak_rss_bytes"], after,
+                   card["precision"])
 
 
 def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
@@ -198,7 +218,8 @@ def run_library(spec: dict, work: Path, examples: list[dict]) -> dict:
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     assert counter.real_tokens == sum(len(e["input_ids"]) for e in examples)
     after = loss_after_training(trainer.model, examples)
-    return _result(examples, wall, result.training_loss, losses, memory.peak, after)
+    return _result(examples, wall, result.training_loss, losses, memory.peak, after,
+                   "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32")
 
 
 class CountingCollator:
@@ -212,11 +233,12 @@ class CountingCollator:
         return self.collator(features)
 
 
-def _result(examples: list[dict], wall: float, mean_loss: float, losses: list[float], peak: int, after: float) -> dict:
+def _result(examples: list[dict], wall: float, mean_loss: float, losses: list[float], peak: int, after: float,
+            precision: str) -> dict:
     real = sum(len(e["input_ids"]) for e in examples)
     return {"examples": len(examples), "real_tokens": real, "train_seconds": wall, "tokens_per_second": real / wall,
             "mean_loss": mean_loss, "final_loss": losses[-1], "peak_rss_bytes": peak,
-            "loss_after": after}
+            "loss_after": after, "precision": precision}
 
 
 if __name__ == "__main__":

@@ -10,15 +10,24 @@ from typing import Any
 from domaintune.core.data_card import DataCard
 from domaintune.core.run_card import RunCard
 
+MEMORY_PLAN = {
+    "method": "lora", "batch_size": 2, "max_length": 64, "precision": "fp32", "device": "cpu", "recompute": False,
+    "decided_by": "auto", "components_bytes": {"weights": 100}, "total_bytes": 100, "other_total_bytes": 90,
+    "budget_bytes": 1000, "scored_per_row": 64, "fits": True,
+}
+
 
 def run_card_fields(**fields: Any) -> dict[str, Any]:
     card = {
         "method": "lora", "task": "sft", "base_model": "smollm2-135m", "base_weights_fingerprint": None,
         "data_fingerprint": "0" * 16, "labels": None, "seed": 0, "precision": "fp32",
-        "gradient_checkpointing": False, "resumed_from_step": None, "hardware": {"device": "cpu"},
+        "gradient_checkpointing": False, "memory_plan": MEMORY_PLAN, "resumed_from_step": None,
+        "hardware": {"device": "cpu"},
         "versions": {"domaintune": "0"}, "git_commit": None, "train_rows": 10, "steps": 2,
         "train_wall_seconds": 1.0, "train_tokens": 100, "train_tokens_per_second": 100.0, "train_loss": 2.0,
-        "val_loss": None, "best_checkpoint_step": None, "peak_rss_bytes": 1, "rss_before_train_bytes": 1,
+        "val_loss": None, "val_accuracy": None, "val_macro_f1": None, "select_by": "val_loss",
+        "best_val_value": None, "best_val_step": None, "best_checkpoint_step": None, "peak_rss_bytes": 1,
+        "rss_before_train_bytes": 1,
         "peak_cuda_bytes": None, "trainable_parameters": 1, "total_parameters": 2, "weights_bytes": 4,
         "warnings": [],
     }

@@ -219,6 +219,41 @@ def served_pool(served_runs):
     return ModelPool([str(r) for r in runs], include_base=True, cfg=load_config(None, overrides))
 
 
+class Brake:
+    """Slows or holds every forward pass of the served model and counts them (one per generated token of
+    a batch), so that a test can keep the model busy for as long as it needs and see how many tokens a
+    generation really produced."""
+
+    def __init__(self):
+        self.calls, self.delay = 0, 0.0
+        self.running = threading.Event()  # set: forward passes go through
+        self.running.set()
+        self.entered = threading.Event()
+
+    def __call__(self, module, args):
+        self.calls += 1
+        self.entered.set()
+        self.running.wait(timeout=60)
+        time.sleep(self.delay)
+
+
+@pytest.fixture
+def brake(served_pool):
+    brake = Brake()
+    handle = served_pool.get("alpha").model.get_base_model().register_forward_pre_hook(brake)
+    yield brake
+    brake.running.set()
+    handle.remove()
+
+
+def settled(app, seconds: float = 30) -> None:
+    """Wait until no generation runs or waits (the place of a request that ended is given back)."""
+    deadline = time.monotonic() + seconds
+    while app.state.gate.pending:
+        assert time.monotonic() < deadline, "a generation never gave its place back"
+        time.sleep(0.02)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

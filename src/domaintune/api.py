@@ -14,6 +14,7 @@ from domaintune.reporting.compare import LatencySettings, run_compare
 from domaintune.reporting.tables import text_table
 from domaintune.serving.app import ServeSettings, run_serve
 from domaintune.serving.feedback_export import run_feedback_export
+from domaintune.training.memory_plan import run_plan
 from domaintune.training.train import run_train
 from domaintune.workflows.demo import demo_config, run_demo
 from domaintune.workflows.sweep import run_sweep
@@ -35,6 +36,7 @@ __all__ = [
     "run_export",
     "run_generate",
     "run_merge",
+    "run_plan",
     "run_prepare",
     "run_serve",
     "run_sweep",

@@ -1,5 +1,6 @@
-"""`train.precision: auto` follows the hardware: the CPU's bf16 kernels are mocked, so both answers are
-checked on every machine (AVX2-only CPUs emulate bf16, AVX512-BF16/AMX CPUs run it natively)."""
+"""`train.precision: auto`, and the peak MFU is measured against, follow the hardware: the CPU's bf16 kernels
+are mocked, so both answers are checked on every machine (AVX2-only CPUs emulate bf16, AVX512-BF16/AMX CPUs
+run it natively)."""
 
 import pytest
 import torch
@@ -39,3 +40,23 @@ def test_auto_on_a_gpu_picks_bf16_or_fp16(monkeypatch, gpu_bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: gpu_bf16)
     assert runtime.resolve_precision("auto") == expected
+
+
+@pytest.mark.parametrize("native_bf16, run, expected", [
+    (True, "bf16", "bf16"),   # AVX512-BF16/AMX: a bf16 run is held to the bf16 peak
+    (False, "bf16", "fp32"),  # emulated bf16: to the fp32 peak, this CPU's fastest, not the emulated one
+    (True, "fp32", "fp32"),
+    (False, "fp32", "fp32"),
+])
+def test_mfu_is_measured_against_the_peak_of_the_precision_the_cpu_runs(monkeypatch, native_bf16, run, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", _Answer(native_bf16))
+    assert runtime.mfu_peak_precision(run) == expected
+    assert runtime.mfu_peak_precision(runtime.resolve_precision("auto")) == ("bf16" if native_bf16 else "fp32")
+
+
+@pytest.mark.parametrize("run", ["bf16", "fp16", "fp32"])
+def test_mfu_on_a_gpu_is_measured_against_the_runs_own_precision(monkeypatch, run):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", _Answer(False))  # the host CPU plays no part
+    assert runtime.mfu_peak_precision(run) == run

@@ -1,14 +1,12 @@
 """`domaintune serve` under hostile or careless clients: Host and content-type checks, deadlines on every
 wait, the queue and per-client limits, clients that leave, and seeds.
 
-Most tests run a real uvicorn server on 127.0.0.1 and talk to it over sockets. `brake` slows or holds
-every forward pass of the served model and counts them (one per generated token), so that a test can
-keep the model busy for as long as it needs and see how many tokens a generation really produced.
+Most tests run a real uvicorn server on 127.0.0.1 and talk to it over sockets, with `brake` (conftest)
+on the served model.
 """
 
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -16,36 +14,13 @@ import httpx
 import pytest
 import torch
 
-from conftest import local_client
+from conftest import local_client, settled
 from domaintune.serving.app import ServeSettings, create_app
 from domaintune.serving.review import ReviewSampling
 from domaintune.serving.reviewers import COOKIE
 
 CHAT = [{"role": "user", "content": "this drug worked great"}]
 SHORT = {"model": "alpha", "messages": CHAT, "max_tokens": 2, "temperature": 0}
-
-
-class Brake:
-    def __init__(self):
-        self.calls, self.delay = 0, 0.0
-        self.running = threading.Event()  # set: forward passes go through
-        self.running.set()
-        self.entered = threading.Event()
-
-    def __call__(self, module, args):
-        self.calls += 1
-        self.entered.set()
-        self.running.wait(timeout=60)
-        time.sleep(self.delay)
-
-
-@pytest.fixture
-def brake(served_pool):
-    brake = Brake()
-    handle = served_pool.get("alpha").model.get_base_model().register_forward_pre_hook(brake)
-    yield brake
-    brake.running.set()
-    handle.remove()
 
 
 @pytest.fixture
@@ -61,14 +36,6 @@ def _head(path: str, body: bytes, host: str = "127.0.0.1", cookie: str | None = 
     cookie_line = f"Cookie: {cookie}\r\n" if cookie else ""
     return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{cookie_line}"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
-
-
-def _settled(app, seconds: float = 30) -> None:
-    """Wait until no generation runs or waits (the place of a request that ended is given back)."""
-    deadline = time.monotonic() + seconds
-    while app.state.gate.pending:
-        assert time.monotonic() < deadline, "a generation never gave its place back"
-        time.sleep(0.02)
 
 
 def test_host_must_be_a_loopback_name_without_a_key(served_pool, client, tmp_path):
@@ -161,7 +128,7 @@ def test_more_concurrent_requests_than_places_get_429_and_the_rest_are_served(st
         brake.running.set()
         statuses = sorted(f.result().status_code for f in futures)
     assert statuses == [200] * 3 + [429] * 3, "one running and max_waiting=2 queued are served"
-    _settled(app)
+    settled(app)
     assert httpx.post(f"{url}/v1/chat/completions", json=SHORT, timeout=60).status_code == 200
 
 
@@ -178,7 +145,7 @@ def test_waiting_too_long_for_the_model_is_a_503_with_retry_after(start_server, 
             assert late.json()["error"]["code"] == "queue_timeout" and time.monotonic() - started >= 0.5
         brake.running.set()
         assert holder.result().status_code == 200
-    _settled(app)
+    settled(app)
 
 
 def test_one_address_cannot_take_every_place(start_server, brake):
@@ -202,11 +169,13 @@ def test_one_address_cannot_take_every_place(start_server, brake):
         assert [f.result().status_code for f in [*mine, theirs]] == [200, 200, 200]
 
 
+# path, request, forward passes per generated token: a comparison's two answers (two LoRA adapters)
+# are decoded in one batch, one forward pass for both (with --max-batch-size 1 it would be two).
 LEAVING = {
     "streamed chat": ("/v1/chat/completions", {"model": "alpha", "messages": CHAT, "stream": True}, 1),
     "completion": ("/v1/completions", {"model": "alpha", "prompt": "review number 4 for drug"}, 1),
     "review comparison": ("/review/api/comparisons", {"prompt": "this drug worked great",
-                                                      "models": ["alpha", "beta"]}, 2),
+                                                      "models": ["alpha", "beta"]}, 1),
 }
 
 
@@ -229,7 +198,7 @@ def test_client_that_leaves_stops_its_generation(start_server, brake, kind):
         # A client that stays to the end: the greedy answer runs to max_tokens.
         stays = httpx.post(url + path, json=request, timeout=60)
     assert stays.status_code == 200
-    _settled(app)
+    settled(app)
     assert brake.calls == generations * max_tokens, "the answer must be long enough for the test to mean anything"
 
     brake.calls, brake.delay = 0, 0.01  # now 300 tokens take at least 3 s
@@ -239,5 +208,5 @@ def test_client_that_leaves_stops_its_generation(start_server, brake, kind):
         sock.sendall(_head(path, body, cookie=cookie) + body)
         assert brake.entered.wait(20)
         time.sleep(0.3)
-    _settled(app)
+    settled(app)
     assert brake.calls < max_tokens / 4, f"{brake.calls} tokens generated after the client left"

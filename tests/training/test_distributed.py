@@ -68,11 +68,12 @@ def test_two_process_ddp_matches_one_process(tiny_overrides, tmp_path, precision
     script = tmp_path / "cli_with_recorder.py"
     script.write_text(torchrun_cli_with_recorder(tmp_path / "grads-two"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    subprocess.run(
+    launched = subprocess.run(
         [TORCHRUN, "--standalone", "--nproc_per_node=2", str(script), "train",
          *common, f"train.batch_size={BATCH // 2}", f"train.output_dir={tmp_path / 'two'}"],
-        env=env, check=True, capture_output=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=600,
     )
+    assert launched.returncode == 0, f"torchrun exited {launched.returncode}: {launched.stderr[-4000:]}"
 
     bound = _bound(precision)
     one_grads, two_grads = recorded_gradients(tmp_path / "grads-one"), recorded_gradients(tmp_path / "grads-two")

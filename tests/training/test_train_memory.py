@@ -1,4 +1,4 @@
-"""Training memory: the peak-RSS sampler, the allocator setting, and where recomputation is on by default."""
+"""Training memory: the peak-RSS sampler and the allocator setting (recomputation: test_memory_plan.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import time
 import pytest
 
 from domaintune.core.runtime import PeakRss
-from domaintune.core.schema import TrainConfig
-from domaintune.modeling.methods import recomputes_activations
 
 MIB = 1 << 20
 
@@ -62,12 +60,3 @@ def test_freed_tensors_leave_rss_at_once():
     assert grown["set"] < 260
     assert grown["set-then-keep"] > 350
 
-
-def test_gradient_checkpointing_defaults_to_the_adapter_methods():
-    assert recomputes_activations(TrainConfig(method="lora"))
-    assert recomputes_activations(TrainConfig(method="dora"))
-    assert recomputes_activations(TrainConfig(method="pissa"))
-    assert not recomputes_activations(TrainConfig(method="full"))
-    assert not recomputes_activations(TrainConfig(method="freeze"))
-    assert not recomputes_activations(TrainConfig(method="lora", gradient_checkpointing=False))
-    assert recomputes_activations(TrainConfig(method="full", gradient_checkpointing=True))

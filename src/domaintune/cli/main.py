@@ -18,6 +18,7 @@ from domaintune.cli import (
     feedback,
     generate,
     merge,
+    plan,
     prepare,
     serve,
     sweep,
@@ -27,8 +28,8 @@ from domaintune.cli.common import OUTPUT_RULE
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.process import setup
 
-VERB_MODULES = (prepare, train, evaluate, baseline, compare, merge, export, generate, demo, config, serve, feedback,
-                sweep)
+VERB_MODULES = (prepare, plan, train, evaluate, baseline, compare, merge, export, generate, demo, config, serve,
+                feedback, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,10 @@ def register(subparsers) -> None:
                    help="answer length of every review comparison (sampling is the server's)")
     p.add_argument("--max-per-client", type=int, default=16, help="requests in progress per address")
     p.add_argument("--queue-timeout", type=float, default=120.0, help="seconds in the queue before 503")
+    p.add_argument("--max-batch-size", type=int, default=8,
+                   help="most requests decoded together in one batch (1: one at a time)")
+    p.add_argument("--batch-window", type=float, default=0.02,
+                   help="seconds a batch waits for more requests after its oldest one arrived")
     p.add_argument("--body-timeout", type=float, default=30.0, help="seconds to send a body before 408")
     p.add_argument("--head-timeout", type=float, default=10.0,
                    help="seconds to send a request's headers before the connection is closed")
@@ -38,7 +42,8 @@ def run(ns) -> None:
     settings = api.ServeSettings(
         host=ns.host, port=ns.port, api_key=ns.api_key, db_path=ns.db, max_body_bytes=ns.max_body_bytes,
         max_prompt_tokens=ns.max_prompt_tokens, max_tokens=ns.max_tokens, max_waiting=ns.max_waiting,
-        max_per_client=ns.max_per_client, queue_timeout=ns.queue_timeout, body_timeout=ns.body_timeout,
+        max_per_client=ns.max_per_client, queue_timeout=ns.queue_timeout, max_batch_size=ns.max_batch_size,
+        batch_window=ns.batch_window, body_timeout=ns.body_timeout,
         head_timeout=ns.head_timeout, reviewers_file=ns.reviewers,
         review_sampling=ReviewSampling(max_tokens=ns.review_max_tokens))
     api.run_serve(cfg, runs, ns.base, settings)

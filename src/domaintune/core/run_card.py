@@ -65,6 +65,24 @@ class BaselineCard(RunCardBase):
     selection: BaselineSelection
 
 
+class MemoryPlanCard(CardModel):
+    """The memory estimate taken before training (training/memory_plan.py) and the recompute decision."""
+
+    method: str
+    batch_size: int
+    max_length: int
+    precision: str
+    device: str
+    recompute: bool
+    decided_by: Literal["auto", "config"]
+    components_bytes: dict[str, int]
+    total_bytes: int
+    other_total_bytes: int
+    budget_bytes: int | None
+    scored_per_row: int
+    fits: bool
+
+
 class RunCard(RunCardBase):
     """A training run: train.py's Trainer (sft, causal-lm, classification) or dpo.py's DPOTrainer."""
 
@@ -76,6 +94,7 @@ class RunCard(RunCardBase):
     seed: int
     precision: str
     gradient_checkpointing: bool
+    memory_plan: MemoryPlanCard
     resumed_from_step: int | None
     hardware: dict[str, Any]
     versions: dict[str, str]
@@ -85,6 +104,11 @@ class RunCard(RunCardBase):
     train_tokens_per_second: float | None
     train_loss: float
     val_loss: float | None
+    val_accuracy: float | None  # label data only, from the closing val evaluation
+    val_macro_f1: float | None
+    select_by: str  # train.select_by: the val figure that picked the best checkpoint
+    best_val_value: float | None
+    best_val_step: int | None
     best_checkpoint_step: int | None
     peak_rss_bytes: int
     rss_before_train_bytes: int

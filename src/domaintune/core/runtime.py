@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 
 import psutil
 import torch
@@ -44,6 +45,18 @@ def resolve_precision(setting: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def mfu_peak_precision(run_precision: str) -> str:
+    """The matmul precision whose peak a run's model FLOPs utilisation is measured against: the run's own where
+    the hardware runs it natively (bf16 on AVX512-BF16/AMX CPUs, bf16 or fp16 on a GPU), else fp32. A bf16 run
+    on a CPU that emulates bf16 is held to the fp32 peak, the fastest this machine can multiply: against the
+    emulated bf16 peak (1.4 GFLOP/s on an AVX2-only EPYC) the slow choice would look efficient."""
+    if run_precision == "fp32":
+        return "fp32"
+    if torch.cuda.is_available():
+        return run_precision
+    return "bf16" if run_precision == "bf16" and cpu_has_fast_bf16() else "fp32"
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
@@ -90,6 +103,49 @@ def freed_memory_policy(return_at_once: bool | None) -> Iterator[None]:
     finally:
         return_freed_memory_at_once(bool(before))
         _allocator_choice = before
+
+
+def memory_budget() -> int:
+    """Bytes a run in this process may use: on CUDA the device's free memory; on a CPU the available RAM
+    (psutil: free plus reclaimable cache) or what the cgroup limit leaves, whichever is lower, shared with the
+    other processes of a torchrun launch on this machine (LOCAL_WORLD_SIZE), plus what this process already
+    holds (a memory plan counts the imports in its estimate)."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0]) + int(torch.cuda.memory_reserved())
+    available = psutil.virtual_memory().available
+    left_by_cgroup = _cgroup_memory_left()
+    if left_by_cgroup is not None:
+        available = min(available, left_by_cgroup)
+    processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return int(available) // max(processes_here, 1) + psutil.Process().memory_info().rss
+
+
+def _cgroup_memory_left() -> int | None:
+    """The least room (limit minus usage) that this process's memory cgroup or one above it leaves; None
+    without a limit. cgroup v2 (`0::/path`: memory.max) and v1 (`N:memory:/path`: memory.limit_in_bytes)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    groups = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            groups += [(Path("/sys/fs/cgroup", path.lstrip("/")), "memory.max", "memory.current")]
+        elif "memory" in controllers.split(","):
+            groups += [(Path("/sys/fs/cgroup/memory", path.lstrip("/")), "memory.limit_in_bytes",
+                        "memory.usage_in_bytes")]
+    room = []
+    for folder, limit_file, usage_file in groups:
+        for level in (folder, *folder.parents):
+            try:
+                limit = (level / limit_file).read_text().strip()
+                usage = int((level / usage_file).read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if limit != "max" and int(limit) < 1 << 60:  # v1 writes "no limit" as a huge number
+                room.append(max(int(limit) - usage, 0))
+    return min(room) if room else None
 
 
 class PeakRss:

@@ -274,15 +274,35 @@ class TrainConfig(StrictModel):
     )
     save_total_limit: int = Field(2, ge=2, description="Checkpoints kept: the best and the most recent ones.")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many evaluations without a better val loss (needs eval_steps)."
+        None, ge=1, description="Stop after this many evaluations without a better `select_by` figure (needs "
+        "eval_steps)."
     )
-    gradient_checkpointing: bool | None = Field(
-        None,
-        description="Recompute each block's activations in backward instead of keeping them; on a CPU, glibc "
-        "then also returns freed activations at once. Unset: on for the LoRA adapters, where activations, not "
-        "weights, are most of a step's memory (LoRA's peak RSS 0.24x full's, at 2.6x the time of a LoRA step "
-        "without: bench/train_speed.py); off for full and freeze, whose weights, gradients and optimizer "
-        "state dominate and which are chosen for speed, and for dpo.",
+    select_by: Literal["val_loss", "val_accuracy", "val_macro_f1"] = Field(
+        "val_loss",
+        description="What picks the best checkpoint (restored at the end when save_steps is set) and drives early "
+        "stopping. Labelled data is also scored on val at every evaluation: accuracy and macro-F1 from the head's "
+        "predictions (classification) or from each label's log-likelihood as the answer (sft), as `evaluate` "
+        "scores test. `val_accuracy` and `val_macro_f1` need labelled data and eval_steps.",
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="classification only: weight the head's cross-entropy per class; `balanced` weighs each "
+        "class by rows / (classes x its rows) in the training split (scikit-learn's rule), so rare classes count "
+        "as much as common ones. Val loss is weighted the same way.",
+    )
+    balanced_sampler: bool = Field(
+        False,
+        description="sft on labelled data: draw training rows with replacement, each label equally often (in "
+        "expectation), instead of `sampling`'s order; an epoch still draws as many rows as the split holds. Not "
+        "with packing.",
+    )
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recompute each block's activations in backward instead of keeping them (slower: a LoRA step "
+        "took 2.6x as long, bench/train_speed.py); on a CPU, glibc then also returns freed activations at once. "
+        "`auto`: only when the step's estimated peak (`domaintune plan`: weights, gradients, optimizer state, "
+        "activations of batch_size rows of max_length tokens) plus 15% would not fit the memory available; the "
+        "decision and the estimate go to the run card's `memory_plan`. true/false force it.",
     )
     packing: bool | None = Field(
         None,
@@ -305,12 +325,29 @@ class TrainConfig(StrictModel):
             raise ValueError(f"key 'train.method' expects one of {', '.join(METHOD_NAMES)}, got {name!r}{hint}")
         return name
 
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _unset_means_auto(cls, value: object) -> object:
+        return "auto" if value is None else value  # run folders written before `auto` saved null
+
     @model_validator(mode="after")
     def _schedules_fit(self) -> TrainConfig:
         if self.early_stopping_patience and not self.eval_steps:
             raise ValueError("train.early_stopping_patience needs train.eval_steps")
         if self.eval_steps and self.save_steps and self.save_steps % self.eval_steps:
             raise ValueError("train.save_steps must be a multiple of train.eval_steps to keep the best checkpoint")
+        if self.select_by != "val_loss" and not self.eval_steps:
+            raise ValueError(f"train.select_by={self.select_by} needs train.eval_steps (val is scored there)")
+        if self.select_by != "val_loss" and self.task == "causal-lm":
+            raise ValueError(f"train.select_by={self.select_by} needs task sft or classification (labels to score)")
+        if self.class_weights != "none" and self.task != "classification":
+            raise ValueError("train.class_weights applies to task=classification; for sft use "
+                             "train.balanced_sampler")
+        if self.balanced_sampler and self.task != "sft":
+            raise ValueError("train.balanced_sampler applies to task=sft; for classification use "
+                             "train.class_weights")
+        if self.balanced_sampler and self.packing:
+            raise ValueError("train.balanced_sampler draws single rows: set train.packing=false")
         return self
     output_dir: str = Field("runs/lora", description="Run folder to write.")
 

@@ -23,6 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.process import config_threads
 from domaintune.core.schema import Config, Settings
+from domaintune.serving.batcher import Batcher
 from domaintune.serving.feedback_store import FeedbackStore, default_db_path
 from domaintune.serving.guard import (
     ApiError,
@@ -51,7 +52,11 @@ class ServeSettings(Settings):
     max_prompt_tokens: int = Field(2048, ge=1, description="Longest prompt, in tokens.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask.")
     max_waiting: int = Field(32, ge=0, description="Requests that may queue for the model; more get 429.")
-    queue_timeout: float = Field(120.0, gt=0, description="Seconds a request may wait for the model; then 503.")
+    queue_timeout: float = Field(120.0, gt=0, description="Seconds a request may wait for its batch to start; "
+                                 "then 503.")
+    max_batch_size: int = Field(8, ge=1, description="Most requests decoded together in one batch; 1: one at a time.")
+    batch_window: float = Field(0.02, ge=0, le=10, description="Seconds a batch waits, from its oldest request's "
+                                "arrival, for more requests to decode with it.")
     max_per_client: int = Field(16, ge=1, description="Requests in progress per client address; more get 429.")
     body_timeout: float = Field(30.0, gt=0, description="Seconds to send a request body; then 408.")
     head_timeout: float = Field(10.0, gt=0, description="Seconds to send a request's headers; then the "
@@ -67,9 +72,10 @@ def create_app(pool: ModelPool, settings: ServeSettings, runs: list[str | Path] 
     app = FastAPI(title="domaintune serve", docs_url=None, redoc_url=None, openapi_url=None)
     limits = Limits(settings.max_prompt_tokens, settings.max_tokens)
     gate = GenerationGate(settings.max_waiting, settings.queue_timeout)
+    batcher = Batcher(pool, settings.max_batch_size, settings.batch_window)
     store = FeedbackStore(settings.db_path or default_db_path(runs or []))
     rng = random.Random(settings.seed) if settings.seed is not None else None
-    app.state.pool, app.state.store, app.state.gate = pool, store, gate
+    app.state.pool, app.state.store, app.state.gate, app.state.batcher = pool, store, gate, batcher
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError):
@@ -93,9 +99,9 @@ def create_app(pool: ModelPool, settings: ServeSettings, runs: list[str | Path] 
     def health() -> dict:
         return {"status": "ok", "models": list(pool.models)}
 
-    app.include_router(openai_router(pool, gate, limits))
+    app.include_router(openai_router(pool, batcher, gate, limits))
     reviewers = Reviewers.from_file(settings.reviewers_file) if settings.reviewers_file else Reviewers()
-    app.include_router(review_router(pool, gate, store, limits, rng, reviewers, settings.review_sampling))
+    app.include_router(review_router(pool, batcher, gate, store, limits, rng, reviewers, settings.review_sampling))
     # Added innermost first: the Host check runs first, then the per-client cap, then key and body.
     app.add_middleware(GuardMiddleware, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
                        body_timeout=settings.body_timeout)

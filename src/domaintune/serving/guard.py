@@ -4,22 +4,23 @@ Starlette bounds form parts but not a JSON body, has no bearer-token check, no d
 body and no per-client limit, so the small ASGI middlewares here do those before a request reaches a
 route (the Host check is Starlette's TrustedHostMiddleware, set up in serve.py with `allowed_hosts`).
 `GenerationGate` bounds how many requests may wait for the model: beyond that they get 429 at once
-instead of piling up in memory, and one that waits too long gets 503.
+instead of piling up in memory, and one that waits too long for its batch gets 503.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 
 from domaintune.core.errors import DomaintuneError
+
+if TYPE_CHECKING:
+    from domaintune.serving.batcher import Job
 
 # Pages that carry no data: they fetch everything through the API, which checks the key.
 PUBLIC_PATHS = frozenset({"/", "/review", "/results", "/assets/common.js", "/health"})
@@ -178,15 +179,15 @@ async def _reply(send, error: ApiError, headers: dict[str, str] | None = None) -
 
 
 class GenerationGate:
-    """At most one generation runs (the model is shared); at most `max_waiting` more may queue, each for
-    at most `queue_timeout` seconds (then 503 with Retry-After)."""
+    """At most `max_waiting` + 1 requests may be in the model's hands at once, decoding or queued for a
+    batch (429 beyond); each waits at most `queue_timeout` seconds for its batch to start (then 503 with
+    Retry-After)."""
 
     RETRY_AFTER_QUEUE_TIMEOUT = 5
 
     def __init__(self, max_waiting: int, queue_timeout: float | None = None):
         self.max_waiting, self.queue_timeout = max_waiting, queue_timeout
-        self.pending = 0  # running + waiting; only touched on the event loop thread
-        self._model = asyncio.Lock()
+        self.pending = 0  # decoding + queued; only touched on the event loop thread
 
     def reserve(self) -> Ticket:
         """Claim a place in the queue now (so a stream can still answer 429 before it starts)."""
@@ -196,32 +197,24 @@ class GenerationGate:
         self.pending += 1
         return Ticket(self)
 
-    async def acquire(self, ticket: Ticket) -> Turn:
-        """Wait for the model with a reserved place; the turn's release gives both back."""
+    async def wait_started(self, job: Job) -> None:
+        """Wait until `job`'s batch starts. A job still queued when the wait ends (timeout: 503; the client
+        left: the cancellation goes on) is withdrawn, which gives its place back."""
         try:
             with anyio.fail_after(self.queue_timeout):
-                await self._model.acquire()
+                await job.started.wait()
         except TimeoutError:
-            ticket.release()
-            raise ApiError(503, f"waited {self.queue_timeout:g} s for the model without a turn; the server is "
-                                "overloaded, retry later", "server_error", "queue_timeout",
-                           retry_after=self.RETRY_AFTER_QUEUE_TIMEOUT) from None
+            if job.withdraw():
+                raise ApiError(503, f"waited {self.queue_timeout:g} s for the model without a turn; the server "
+                                    "is overloaded, retry later", "server_error", "queue_timeout",
+                               retry_after=self.RETRY_AFTER_QUEUE_TIMEOUT) from None
         except BaseException:
-            ticket.release()
+            job.withdraw()
             raise
-        return Turn(self._model, ticket)
-
-    @asynccontextmanager
-    async def turn(self, ticket: Ticket) -> AsyncIterator[None]:
-        held = await self.acquire(ticket)
-        try:
-            yield
-        finally:
-            held.release()
 
 
 class Ticket:
-    """A reserved place; released exactly once, also when a stream is dropped before it started."""
+    """A reserved place; released exactly once, when the request's generation ended or never started."""
 
     def __init__(self, gate: GenerationGate):
         self.gate, self.released = gate, False
@@ -230,16 +223,3 @@ class Ticket:
         if not self.released:
             self.released = True
             self.gate.pending -= 1
-
-
-class Turn:
-    """The model held for one request; released exactly once (a stream: after its generation stopped)."""
-
-    def __init__(self, lock: asyncio.Lock, ticket: Ticket):
-        self.lock, self.ticket, self.released = lock, ticket, False
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.lock.release()
-            self.ticket.release()

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from domaintune.core.errors import DomaintuneError
+from domaintune.serving.batcher import Batcher, Job, RowRequest
 from domaintune.serving.guard import ApiError, GenerationGate
 from domaintune.serving.pool import Generation, GenParams, ModelPool
 
@@ -130,7 +131,7 @@ def check_prompt(ids: list[int], limits: Limits) -> list[int]:
     return ids
 
 
-def openai_router(pool: ModelPool, gate: GenerationGate, limits: Limits) -> APIRouter:
+def openai_router(pool: ModelPool, batcher: Batcher, gate: GenerationGate, limits: Limits) -> APIRouter:
     router = APIRouter(prefix="/v1")
     created = int(time.time())
 
@@ -155,7 +156,7 @@ def openai_router(pool: ModelPool, gate: GenerationGate, limits: Limits) -> APIR
             ids = check_prompt(pool.chat_ids(name, messages), limits)
         except DomaintuneError as exc:
             raise ApiError(400, str(exc)) from None
-        return await _answer(request, pool, gate, name, ids, params, req.stream, chat=True)
+        return await _answer(request, batcher, gate, name, ids, params, req.stream, chat=True)
 
     @router.post("/completions")
     async def completions(req: CompletionRequest, request: Request):
@@ -165,32 +166,40 @@ def openai_router(pool: ModelPool, gate: GenerationGate, limits: Limits) -> APIR
         if len(prompts) != 1:
             raise ApiError(400, "exactly one prompt per request is supported")
         ids = check_prompt(pool.text_ids(name, prompts[0]), limits)
-        return await _answer(request, pool, gate, name, ids, params, req.stream, chat=False)
+        return await _answer(request, batcher, gate, name, ids, params, req.stream, chat=False)
 
     return router
 
 
-async def _answer(request: Request, pool: ModelPool, gate: GenerationGate, name: str, ids: list[int],
+async def _answer(request: Request, batcher: Batcher, gate: GenerationGate, name: str, ids: list[int],
                   params: GenParams, stream: bool, chat: bool):
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     ticket = gate.reserve()
     if not stream:
         async def generate(gone: threading.Event) -> Generation:
-            async with gate.turn(ticket):
-                return await anyio.to_thread.run_sync(pool.generate, name, ids, params, None, gone)
+            job = batcher.submit([RowRequest(name, ids, params, cancel=gone)], on_end=ticket.release)
+            await gate.wait_started(job)
+            return (await job.results())[0]
 
         return _full_response(ident, name, await unless_client_leaves(request, generate), chat)
-    # The turn is taken before the response starts, so that a queue timeout can still answer 503.
-    turn = await unless_client_leaves(request, lambda _: gate.acquire(ticket))
-    events = _sse(pool, ident, name, ids, params, chat)
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue = asyncio.Queue()
+    cancel = threading.Event()  # set when the client goes away, so its row stops at the next token
+    row = RowRequest(name, ids, params, lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece), cancel)
+    job = batcher.submit([row], on_end=ticket.release)
+    try:
+        # The batch is waited for before the response starts, so that a queue timeout can still answer 503.
+        await unless_client_leaves(request, lambda _: gate.wait_started(job))
+    except BaseException:
+        cancel.set()
+        raise
+    events = _sse(job, pieces, ident, name, chat)
 
     async def finish() -> None:
-        # Starlette leaves a stream it stopped (the client left) suspended: close it here, which stops
-        # the generation, and only then give the model back.
-        try:
-            await events.aclose()
-        finally:
-            turn.release()
+        # Starlette leaves a stream it stopped (the client left) suspended, or never started it: stop the
+        # row here; its place in the queue comes back when the row has ended.
+        cancel.set()
+        await events.aclose()
 
     return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"},
                              background=BackgroundTask(finish))
@@ -219,25 +228,18 @@ def _chunk(ident: str, name: str, chat: bool, piece: str | None, finish: str | N
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def _sse(pool: ModelPool, ident: str, name: str, ids: list[int], params: GenParams,
-               chat: bool) -> AsyncIterator[str]:
-    """Server-sent events: the generation runs in a worker thread and hands pieces over through a queue."""
-    loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue = asyncio.Queue()
-    cancel = threading.Event()  # set when the client goes away, so the model stops at the next token
+async def _sse(job: Job, pieces: asyncio.Queue, ident: str, name: str, chat: bool) -> AsyncIterator[str]:
+    """Server-sent events: the row's text pieces arrive from the decoding thread through `pieces`."""
     if chat:
         yield _chunk(ident, name, chat, None, None, first=True)
-    worker = asyncio.ensure_future(anyio.to_thread.run_sync(
-        lambda: pool.generate(name, ids, params, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p), cancel)))
-    worker.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+    results = asyncio.ensure_future(job.results())
+    results.add_done_callback(lambda _: pieces.put_nowait(None))
     try:
         while (piece := await pieces.get()) is not None:
             yield _chunk(ident, name, chat, piece, None)
-        out = await worker
+        # Pieces were queued before the row ended, so none is left behind the end marker.
+        out = (await results)[0]
         yield _chunk(ident, name, chat, None, out.finish_reason)
         yield "data: [DONE]\n\n"
     finally:
-        cancel.set()
-        # Keep the turn until the model is free again, even when the client left mid-stream.
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait([worker])
+        results.cancel()

@@ -2,8 +2,9 @@
 
 Adapters are attached to the one shared base with peft's multi-adapter API (`load_adapter`,
 `set_adapter`, `disable_adapter()` for the base itself), so serving ten runs costs one base model plus
-ten small adapters. Which adapter is active is model-wide state, so generations run one at a time under
-a lock; `serve.py` decides how many requests may wait for it.
+ten small adapters. Which adapter is active is model-wide state, so the model runs one batch at a time
+under `lock`; plain LoRA adapters and the base share one batch through peft's `adapter_names=` (see
+`mixes_in_batch`), and serving/batcher.py decides which requests make a batch.
 """
 
 from __future__ import annotations
@@ -11,36 +12,21 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from peft import PeftModel
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from peft import PeftModel, PeftType
+from peft.tuners.lora import LoraLayer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from domaintune.core.errors import DomaintuneError
 from domaintune.core.run_card import read_run_card
 from domaintune.core.schema import Config, PromptConfig
 from domaintune.modeling.models import load_base, load_causal_lm, load_tokenizer
 from domaintune.modeling.runs import BASE, is_adapter_run, run_config, weights_dir
+from domaintune.serving.decode import Generation, GenParams, Row, decode_batch
 
-
-@dataclass
-class GenParams:
-    max_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-
-
-@dataclass
-class Generation:
-    text: str
-    finish_reason: str  # "stop" (end of turn or a stop string) or "length" (max_tokens reached)
-    prompt_tokens: int
-    completion_tokens: int
+__all__ = ["Generation", "GenParams", "ModelPool", "ServedModel", "mixes_in_batch", "pad_id"]
 
 
 @dataclass
@@ -51,6 +37,7 @@ class ServedModel:
     adapter: str | None  # adapter name on the shared base; None: the base itself or a full model
     prompt: PromptConfig  # the run's own prompt rendering, for review prompts drawn from its review/val split
     prepared_dir: str
+    mixes: bool = False  # its rows may share a batch with other adapters' rows (mixes_in_batch)
 
 
 class ModelPool:
@@ -58,7 +45,7 @@ class ModelPool:
 
     def __init__(self, runs: list[str | Path], include_base: bool, cfg: Config):
         self.models: dict[str, ServedModel] = {}
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # one batch at a time on the shared weights
         adapters: list[tuple[str, Path, Config]] = []
         fulls: list[tuple[str, Path, Config]] = []
         for run in runs:
@@ -102,6 +89,9 @@ class ModelPool:
         model.eval()
         if include_base:
             self.models[BASE] = ServedModel(BASE, model, tokenizer, None, base_cfg.prompt, base_cfg.data.output_dir)
+        for served in self.models.values():
+            if served.model is model:
+                served.mixes = mixes_in_batch(model, served.adapter)
 
     def get(self, name: str) -> ServedModel:
         if name not in self.models:
@@ -126,52 +116,17 @@ class ModelPool:
         emit: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        """Generate from `name`; `emit` receives text pieces as they become final (for streaming).
-
-        Setting `cancel` stops the generation at its next token (the client went away); set before the
-        turn came, nothing is generated.
-        """
+        """Generate from `name` alone, now (the server batches through serving/batcher.py instead); `emit`
+        receives text pieces as they become final. Setting `cancel` stops at the next token."""
         served = self.get(name)
-        collector = _StopAwareStreamer(served.tokenizer, params.stop, emit)
-        cancel = cancel or threading.Event()
-        inputs = torch.tensor([prompt_ids])
-        sampling = (
-            {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-            if params.temperature > 0 else {"do_sample": False}
-        )
-        with self._lock, torch.no_grad(), self._selected(served), self._seeded(served.model, params.seed):
-            if cancel.is_set():
-                return Generation("", "stop", len(prompt_ids), 0)
-            served.model.generate(
-                input_ids=inputs,
-                attention_mask=torch.ones_like(inputs),
-                max_new_tokens=params.max_tokens,
-                pad_token_id=served.tokenizer.pad_token_id,
-                streamer=collector,
-                stopping_criteria=StoppingCriteriaList([_Halt(lambda: collector.stopped or cancel.is_set())]),
-                **sampling,
-            )
-        eos = served.tokenizer.eos_token_id
-        hit_length = len(collector.ids) >= params.max_tokens and not collector.stopped
-        ended_on_eos = bool(collector.ids) and collector.ids[-1] == eos
-        return Generation(collector.final_text(), "length" if hit_length and not ended_on_eos else "stop",
-                          len(prompt_ids), len(collector.ids))
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _seeded(model: PreTrainedModel, seed: int | None):
-        """A seeded request samples from its own seed and leaves the process's random state as it found it,
-        so that it does not decide what later unseeded requests draw."""
-        if seed is None:
-            yield
-            return
-        devices = [model.device.index or 0] if model.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
+        row = Row(prompt_ids, params, served.tokenizer, emit, cancel)
+        with self.lock, self.selected(served):
+            decode_batch(served.model, [row], pad_id(served.tokenizer))
+        return row.result
 
     @contextlib.contextmanager
-    def _selected(self, served: ServedModel):
+    def selected(self, served: ServedModel):
+        """Make `served`'s adapter the one every row of the shared model uses (hold `lock`)."""
         if not isinstance(served.model, PeftModel):
             yield
         elif served.adapter is None:
@@ -182,65 +137,21 @@ class ModelPool:
             yield
 
 
-class _Halt(StoppingCriteria):
-    def __init__(self, should_stop: Callable[[], bool]):
-        self.should_stop = should_stop
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    # Any id will do under the attention mask; SmolLM2's tokenizer names none.
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-class _StopAwareStreamer(BaseStreamer):
-    """Decodes new tokens, cuts at the first stop string and releases only text that is final.
-
-    transformers' TextIteratorStreamer knows nothing of stop strings, and its `stop_strings` option keeps
-    the stop string in the output, which OpenAI's API leaves out; so the few lines here do both: text
-    that could still be the start of a stop string (or half a UTF-8 character) is held back until it is
-    decided.
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stops: list[str], emit: Callable[[str], None] | None):
-        self.tokenizer, self.stops, self.emit = tokenizer, [s for s in stops if s], emit
-        self.ids: list[int] = []
-        self.text = ""
-        self.sent = 0
-        self.stopped = False
-        self._prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt itself
-            self._prompt_seen = True
-            return
-        if self.stopped:
-            return
-        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        cuts = [text.find(s) for s in self.stops if s in text]
-        if cuts:
-            self.text, self.stopped = text[: min(cuts)], True
-            self._release(len(self.text))
-            return
-        self.text = text
-        self._release(len(text) - self._undecided_tail(text))
-
-    def end(self) -> None:
-        self._release(len(self.text))
-
-    def final_text(self) -> str:
-        return self.text
-
-    def _undecided_tail(self, text: str) -> int:
-        tail = len(text) - len(text.rstrip("\ufffd"))  # an incomplete multi-byte character so far
-        for stop in self.stops:
-            for k in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:k]):
-                    tail = max(tail, k)
-                    break
-        return tail
-
-    def _release(self, upto: int) -> None:
-        if upto > self.sent:
-            piece = self.text[self.sent:upto]
-            self.sent = upto
-            if self.emit is not None:
-                self.emit(piece)
+def mixes_in_batch(model: PreTrainedModel, adapter: str | None) -> bool:
+    """Whether rows of this adapter (None: the base) can share a batch with other adapters' rows through
+    peft's `adapter_names=`: only plain LoRA adapters, unmerged (peft refuses merged adapters and DoRA
+    there, and other tuners and LoRA variants take other paths); other adapters get batches of their own."""
+    if not isinstance(model, PeftModel):
+        return False
+    lora_layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if any(layer.merged for layer in lora_layers):
+        return False
+    if adapter is None:
+        return True
+    return model.peft_config[adapter].peft_type == PeftType.LORA and not any(
+        adapter in layer.lora_variant for layer in lora_layers)

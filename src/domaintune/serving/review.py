@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from domaintune.serving.batcher import Batcher, RowRequest
 from domaintune.serving.feedback_store import (
     AlreadyVoted,
     Comparison,
@@ -73,7 +74,7 @@ def blind_view(comparison: Comparison) -> dict:
     return view
 
 
-def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, limits: Limits,
+def review_router(pool: ModelPool, batcher: Batcher, gate: GenerationGate, store: FeedbackStore, limits: Limits,
                   rng: random.Random | None = None, reviewers: Reviewers | None = None,
                   sampling: ReviewSampling | None = None) -> APIRouter:
     router = APIRouter()
@@ -133,10 +134,12 @@ def review_router(pool: ModelPool, gate: GenerationGate, store: FeedbackStore, l
         ticket = gate.reserve()
 
         async def generate(gone) -> dict[str, str]:
-            # A reviewer who leaves stops the comparison: the running answer at its next token, the other unstarted.
-            async with gate.turn(ticket):
-                return {name: (await anyio.to_thread.run_sync(pool.generate, name, ids[name], params, None, gone)).text
-                        for name in names}
+            # Both answers are queued at once, so they share a batch where their adapters allow. A reviewer
+            # who leaves stops the comparison: both answers at their next token, or before they start.
+            job = batcher.submit([RowRequest(name, ids[name], params, cancel=gone) for name in names],
+                                 on_end=ticket.release)
+            await gate.wait_started(job)
+            return {name: out.text for name, out in zip(names, await job.results(), strict=True)}
 
         answers = await unless_client_leaves(request, generate)
         left, right = names if rng.random() < 0.5 else names[::-1]

@@ -29,6 +29,7 @@ from domaintune.modeling.methods import Method
 from domaintune.modeling.methods.lora import lora_config
 from domaintune.modeling.models import load_base, weights_fingerprint
 from domaintune.modeling.render import truncate_tokens
+from domaintune.training.memory_plan import MemoryPlan
 from domaintune.training.pipeline import (
     RunStart,
     add_callbacks,
@@ -127,14 +128,17 @@ def dpo_arguments(run: RunStart) -> DPOConfig:
 
 
 def train_dpo(cfg: Config, method: Method, resume: bool, callbacks: list[TrainerCallback] | None,
-              overwrite: bool) -> Path:
+              overwrite: bool, plan: MemoryPlan) -> Path:
     """Train a LoRA adapter on `cfg.model` by DPO on `cfg.train.dpo.data`; returns the run folder."""
     t = cfg.train
-    if t.early_stopping_patience:
-        raise DomaintuneError("train.early_stopping_patience watches val loss, which DPO does not compute; unset it")
+    if t.early_stopping_patience or t.select_by != "val_loss":
+        raise DomaintuneError("train.early_stopping_patience and train.select_by watch val, which DPO does not "
+                              "evaluate; unset them")
+    if t.balanced_sampler:
+        raise DomaintuneError("train.balanced_sampler draws labelled rows; DPO trains on preference pairs: unset it")
     data_path = Path(t.dpo.data)
     rows, dropped = training_pairs(cfg)
-    run = start_run(cfg, method, resume)
+    run = start_run(cfg, method, resume, plan)
     model, tokenizer = load_base(cfg.model.name, cfg.model.revision)
     base_weights = weights_fingerprint(model)  # before TRL wraps it in PEFT, as train.py takes LoRA's
     trainer = DPOTrainer(

@@ -1,10 +1,11 @@
 """What every training run shares, whichever trainer it builds (train.py's Trainer, dpo.py's DPOTrainer).
 
-A run: `start_run` (seed, precision, the process group, the `.NAME.partial` work folder fresh or resumed),
-the trainer arguments every run has (`shared_arguments`), the callbacks (`add_callbacks`: progress,
-checkpoint markers, the non-finite-loss guard, TensorBoard), the loop under `train_guarded` (peak memory,
-a folder with nothing to resume removed on failure), and `finish_run`: weights, tokenizer, metrics.jsonl,
-loss curve, config.yaml and the run card (one builder, `run_card`, with the keys every run has), after
+A run: `start_run` (seed, the process group, the `.NAME.partial` work folder fresh or resumed; precision
+and recomputation come from the memory plan made before it), the trainer arguments every run has
+(`shared_arguments`), the callbacks (`add_callbacks`: progress, checkpoint markers, the non-finite-loss
+guard, TensorBoard), the loop under `train_guarded` (peak memory, a folder with nothing to resume removed on
+failure), and `finish_run`: weights, tokenizer, metrics.jsonl, loss curve, config.yaml and the run card (one
+builder, `run_card`, with the keys every run has), after
 which the folder is moved into place. A trainer and its data are all a method brings of its own.
 """
 
@@ -36,9 +37,9 @@ from domaintune.core.errors import DomaintuneError
 from domaintune.core.io import atomic_write_text, folder_bytes
 from domaintune.core.outputs import replace_output
 from domaintune.core.run_card import RunCard, write_run_card
-from domaintune.core.runtime import PeakRss, git_commit, hardware, library_versions, resolve_precision
+from domaintune.core.runtime import PeakRss, git_commit, hardware, library_versions
 from domaintune.core.schema import Config
-from domaintune.modeling.methods import Method, recomputes_activations
+from domaintune.modeling.methods import Method
 from domaintune.modeling.models import count_parameters
 from domaintune.training.checkpoints import (
     MarkCompleteCallback,
@@ -47,6 +48,7 @@ from domaintune.training.checkpoints import (
     remove_incomplete,
     work_dir,
 )
+from domaintune.training.memory_plan import MemoryPlan
 from domaintune.training.monitor import NonFiniteLossGuard, plot_loss_curve, warn_if_loss_stalled
 from domaintune.training.progress import ProgressCallback
 
@@ -58,8 +60,12 @@ class RunStart:
     work: Path  # `.NAME.partial` beside train.output_dir, renamed into place when the run is complete
     checkpoint: Path | None  # the complete checkpoint a resumed run continues from
     processes: PartialState
-    precision: str
+    plan: MemoryPlan  # the precision, whether activations are recomputed, and the estimate behind it
     learning_rate: float
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,8 @@ class Trained:
     memory: PeakRss
 
 
-def start_run(cfg: Config, method: Method, resume: bool) -> RunStart:
+def start_run(cfg: Config, method: Method, resume: bool, plan: MemoryPlan) -> RunStart:
     set_seed(cfg.seed)
-    precision = resolve_precision(cfg.train.precision)  # before the folder: an unsupported one leaves nothing
     work = work_dir(cfg.train.output_dir)
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a no-op.
     processes = PartialState(cpu=not torch.cuda.is_available())
@@ -79,7 +84,7 @@ def start_run(cfg: Config, method: Method, resume: bool) -> RunStart:
         _prepare_work_dir(work, resume)
     processes.wait_for_everyone()
     checkpoint = last_complete_checkpoint(work / "checkpoints") if resume else None
-    return RunStart(cfg, method, work, checkpoint, processes, precision,
+    return RunStart(cfg, method, work, checkpoint, processes, plan,
                     cfg.train.learning_rate or method.default_learning_rate)
 
 
@@ -93,7 +98,7 @@ def shared_arguments(run: RunStart) -> dict:
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        activation_checkpointing=recomputes_activations(t),
+        activation_checkpointing=run.plan.recompute,
         learning_rate=run.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float below 1 is read as a ratio of the total steps
@@ -172,11 +177,17 @@ def finish_run(run: RunStart, trainer: Trainer, trained: Trained, model: PreTrai
 
 
 def run_card(run: RunStart, trainer: Trainer, trained: Trained, *, task: str, data_fingerprint: str,
-             labels: list[str] | None, train_rows: int, base_weights: str | None,
-             val_loss: float | None) -> dict[str, Any]:
+             labels: list[str] | None, train_rows: int, base_weights: str | None, val_loss: float | None,
+             val_scores: dict | None = None) -> dict[str, Any]:
     """The fields of `core.run_card.RunCard` every training run fills this way; `finish_run` adds the
-    weights' (a new field goes into RunCard and here)."""
+    weights' (a new field goes into RunCard and here).
+
+    `val_scores`: the closing evaluation's record (`final_val_metrics`), whose label metrics become
+    val_accuracy and val_macro_f1. `best_val_value` is the best `train.select_by` figure of the evaluations
+    during training, at `best_val_step`; `best_checkpoint_step` says whether those weights were restored.
+    """
     t, state = run.cfg.train, trainer.state
+    val_scores = val_scores or {}
     tokens = int(state.num_input_tokens_seen)
     wall = trained.wall_seconds
     return {
@@ -188,7 +199,8 @@ def run_card(run: RunStart, trainer: Trainer, trained: Trained, *, task: str, da
         "labels": labels,
         "seed": run.cfg.seed,
         "precision": run.precision,
-        "gradient_checkpointing": recomputes_activations(t),
+        "gradient_checkpointing": run.plan.recompute,
+        "memory_plan": run.plan.as_dict(),
         "resumed_from_step": int(run.checkpoint.name.split("-")[-1]) if run.checkpoint else None,
         "hardware": hardware(),
         "versions": library_versions(),
@@ -200,6 +212,11 @@ def run_card(run: RunStart, trainer: Trainer, trained: Trained, *, task: str, da
         "train_tokens_per_second": round(tokens / wall, 1) if wall else None,
         "train_loss": round(trained.result.training_loss, 5),
         "val_loss": round(val_loss, 5) if val_loss is not None else None,
+        "val_accuracy": val_scores.get("eval_accuracy"),
+        "val_macro_f1": val_scores.get("eval_macro_f1"),
+        "select_by": t.select_by,
+        "best_val_value": round(state.best_metric, 5) if state.best_metric is not None else None,
+        "best_val_step": _step_with(state.log_history, trainer.args.metric_for_best_model, state.best_metric),
         "best_checkpoint_step": _step_of(state.best_model_checkpoint),
         "peak_rss_bytes": trained.memory.peak,
         "rss_before_train_bytes": trained.memory.before,
@@ -207,12 +224,13 @@ def run_card(run: RunStart, trainer: Trainer, trained: Trained, *, task: str, da
     }
 
 
-def final_val_loss(trainer: Trainer) -> float:
-    """Val loss of the weights being saved; an evaluation the loop already ran at the last step is reused."""
+def final_val_metrics(trainer: Trainer) -> dict:
+    """The val figures (`eval_loss`, and `eval_accuracy`, `eval_macro_f1` for labelled data) of the weights
+    being saved; an evaluation the loop already ran at the last step is reused."""
     last = next((r for r in reversed(trainer.state.log_history) if "eval_loss" in r), None)
     if last and last["step"] == trainer.state.global_step and not trainer.args.load_best_model_at_end:
-        return last["eval_loss"]
-    return trainer.evaluate()["eval_loss"]
+        return last
+    return trainer.evaluate()
 
 
 def _prepare_work_dir(work: Path, resume: bool) -> None:
@@ -229,6 +247,12 @@ def _prepare_work_dir(work: Path, resume: bool) -> None:
 def _discard_if_nothing_to_resume(work: Path) -> None:
     if not complete_checkpoints(work / "checkpoints"):
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _step_with(history: list[dict], metric: str | None, value: float | None) -> int | None:
+    """The first evaluation that reached `value` (the Trainer keeps the value of the best, not its step
+    when no checkpoints are saved)."""
+    return next((r["step"] for r in history if value is not None and r.get(metric) == value), None)
 
 
 def _step_of(checkpoint: str | None) -> int | None:

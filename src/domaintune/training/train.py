@@ -21,7 +21,6 @@ from datasets import Dataset
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedTokenizerBase,
-    Trainer,
     TrainerCallback,
     TrainingArguments,
 )
@@ -34,26 +33,29 @@ from domaintune.core.runtime import freed_memory_policy
 from domaintune.core.schema import Config, TrainConfig
 from domaintune.data.prepare import read_split
 from domaintune.modeling import methods
-from domaintune.modeling.methods import check_method_supported, recomputes_activations
+from domaintune.modeling.methods import check_method_supported
 from domaintune.modeling.models import load_causal_lm, load_tokenizer, resolve_model, weights_fingerprint
 from domaintune.modeling.render import encode_messages, encode_sft, encode_text
 from domaintune.modeling.seqcls import encode_classification, load_classifier, set_pad_token
+from domaintune.training.balance import BalancedLabelSampler, WeightedHeadLoss, balanced_class_weights
 from domaintune.training.batching import (
     LossPositionsCollator,
     drop_mask_for_packed_rows,
     pack_rows,
     takes_loss_positions,
 )
+from domaintune.training.memory_plan import MemoryPlan, run_plan
 from domaintune.training.pipeline import (
     RunStart,
     add_callbacks,
-    final_val_loss,
+    final_val_metrics,
     finish_run,
     run_card,
     shared_arguments,
     start_run,
     train_guarded,
 )
+from domaintune.training.task_trainer import TaskTrainer, metric_for_best_model, val_predictor
 
 
 @config_threads
@@ -69,19 +71,23 @@ def run_train(cfg: Config, resume: bool = False, callbacks: list[TrainerCallback
     method = methods.get(t.method)
     check_train_output(cfg, overwrite)
     check_method_supported(t)
+    # Before anything is loaded: a step that cannot fit stops here, and `auto` recomputes only when needed.
+    plan = run_plan(cfg)
+    print(plan.summary(), flush=True)
+    plan.check_fits()
     # glibc's allocator setting is process-wide (one malloc per process): chosen for this run's memory
     # profile and put back after, so a program that trains and then does other work keeps what it had.
     on_cpu = not torch.cuda.is_available()
-    with freed_memory_policy(recomputes_activations(t) if on_cpu else None):
+    with freed_memory_policy(plan.recompute if on_cpu else None):
         if method.trains_on == "preferences":
             from domaintune.training.dpo import train_dpo  # the same pipeline around TRL's DPOTrainer
 
-            return train_dpo(cfg, method, resume, callbacks, overwrite)
-        return _train(cfg, method, resume, callbacks, overwrite)
+            return train_dpo(cfg, method, resume, callbacks, overwrite, plan)
+        return _train(cfg, method, resume, callbacks, overwrite, plan)
 
 
 def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[TrainerCallback] | None,
-           overwrite: bool) -> Path:
+           overwrite: bool, plan: MemoryPlan) -> Path:
     t = cfg.train
     card = read_data_card(cfg.data.output_dir)
     labels = card.labels
@@ -91,7 +97,12 @@ def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[Tr
         raise DomaintuneError(
             "train.task=sft needs labelled, instruction or chat data (data.format); for raw text use causal-lm"
         )
-    run = start_run(cfg, method, resume)
+    if t.select_by != "val_loss" and not labels:
+        raise DomaintuneError(f"train.select_by={t.select_by} needs labelled data (data.format=classification) "
+                              "to score val; use train.select_by=val_loss")
+    if t.balanced_sampler and not labels:
+        raise DomaintuneError("train.balanced_sampler needs labelled data (data.format=classification)")
+    run = start_run(cfg, method, resume, plan)
 
     source = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(source, cfg.model.revision)
@@ -117,23 +128,37 @@ def _train(cfg: Config, method: methods.Method, resume: bool, callbacks: list[Tr
         collator = LossPositionsCollator(tokenizer.pad_token_id, keep_logits=takes_loss_positions(model))
         model.register_forward_pre_hook(drop_mask_for_packed_rows, with_kwargs=True)
 
-    trainer = Trainer(
+    scored = bool(labels and val_rows)  # val gets accuracy and macro-F1 beside its loss
+    trainer = TaskTrainer(
         model=model,
         args=training_arguments(run, has_val=val_set is not None),
         train_dataset=train_set,
         eval_dataset=val_set,
         data_collator=collator,
         processing_class=tokenizer,
+        compute_loss_func=head_loss(t, train_rows, labels),
+        val_predictor=val_predictor(cfg, tokenizer, val_rows, labels) if scored else None,
+        val_gold=[row["label"] for row in val_rows] if scored else None,
+        labels=labels,
+        train_sampler=BalancedLabelSampler([row["label"] for row in train_rows], cfg.seed)
+        if t.balanced_sampler else None,
     )
     add_callbacks(trainer, run, callbacks)
     trained = train_guarded(trainer, run)
-    val_loss = final_val_loss(trainer) if val_set is not None else None
+    val = final_val_metrics(trainer) if val_set is not None else {}
     if not run.processes.is_main_process:
         return Path(t.output_dir)
     summary = run_card(run, trainer, trained, task=t.task, data_fingerprint=card.fingerprint,
                        labels=labels, train_rows=len(train_rows), base_weights=base_weights,
-                       val_loss=val_loss)
+                       val_loss=val.get("eval_loss"), val_scores=val)
     return finish_run(run, trainer, trained, model, tokenizer, summary, overwrite)
+
+
+def head_loss(t: TrainConfig, train_rows: list[dict], labels: list[str] | None) -> WeightedHeadLoss | None:
+    """The classification head's loss when `train.class_weights` asks for one; None keeps the model's own."""
+    if t.class_weights == "none":
+        return None
+    return WeightedHeadLoss(balanced_class_weights([row["label"] for row in train_rows], labels))
 
 
 def check_train_output(cfg: Config, overwrite: bool = False) -> Path:
@@ -176,8 +201,8 @@ def training_arguments(run: RunStart, has_val: bool) -> TrainingArguments:
         eval_strategy="steps" if evaluating else "no",
         eval_steps=t.eval_steps if evaluating else None,
         load_best_model_at_end=evaluating and t.save_steps is not None,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
+        metric_for_best_model=metric_for_best_model(t.select_by)[0],
+        greater_is_better=metric_for_best_model(t.select_by)[1],
         # group_by_length (the default) pads to the longest of similar-length rows, not to max_length.
         train_sampling_strategy=t.sampling,
         prediction_loss_only=True,  # evaluation needs the loss only; gathering every logit costs GBs

@@ -6,9 +6,8 @@ from domaintune.modeling.methods.registry import (
     check_method_supported,
     get,
     names,
-    recomputes_activations,
     register,
     saved_as,
 )
 
-__all__ = ["Method", "check_method_supported", "get", "names", "recomputes_activations", "register", "saved_as"]
+__all__ = ["Method", "check_method_supported", "get", "names", "register", "saved_as"]

@@ -6,5 +6,4 @@ from domaintune.modeling.methods.lora import wrap_lora
 from domaintune.modeling.methods.registry import Method, register
 
 # DPOTrainer wraps the model itself from `lora_config`; `wrap` says how, for anyone asking the registry.
-# No recomputation by default: DPO runs have always trained without it (slow on a CPU); the setting turns it on.
 register(Method("dpo", 5e-5, "adapter", wrap_lora, trains_on="preferences"))

@@ -37,6 +37,5 @@ def freeze_all_but_top(model: PreTrainedModel, t: TrainConfig) -> PreTrainedMode
     return model
 
 
-# No recomputation by default: weights, gradients and optimizer state dominate, and these are chosen for speed.
 register(Method("freeze", 5e-5, "model", freeze_all_but_top))
 register(Method("full", 2e-5, "model", train_every_weight))

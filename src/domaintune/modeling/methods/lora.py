@@ -89,10 +89,10 @@ def save_pissa(model: PreTrainedModel, folder: Path) -> None:
                           path_initial_model_for_weight_conversion=str(_PISSA_INITIAL[model]))
 
 
-register(Method("lora", LORA_LEARNING_RATE, "adapter", wrap_lora, recompute_by_default=True))
-register(Method("dora", LORA_LEARNING_RATE, "adapter", wrap_lora, recompute_by_default=True))
+register(Method("lora", LORA_LEARNING_RATE, "adapter", wrap_lora))
+register(Method("dora", LORA_LEARNING_RATE, "adapter", wrap_lora))
 QLORA_ON_CPU = ("(4-bit NF4 through bitsandbytes); on this machine use train.method=lora, which trains the same "
                 "adapter on an unquantized base; see docs/troubleshooting.md#qlora-on-cpu")
-register(Method("qlora", LORA_LEARNING_RATE, "adapter", wrap_lora, needs_cuda=QLORA_ON_CPU, recompute_by_default=True,
+register(Method("qlora", LORA_LEARNING_RATE, "adapter", wrap_lora, needs_cuda=QLORA_ON_CPU,
                 load_base=load_quantized_base))
-register(Method("pissa", LORA_LEARNING_RATE, "adapter", wrap_pissa, recompute_by_default=True, save=save_pissa))
+register(Method("pissa", LORA_LEARNING_RATE, "adapter", wrap_pissa, save=save_pissa))

@@ -38,7 +38,6 @@ class Method:
     wrap: Callable[[PreTrainedModel, TrainConfig], PreTrainedModel]  # what training updates, and how
     # Set where a CPU cannot run it: why, and what to use instead (the error's text after "needs a CUDA GPU").
     needs_cuda: str | None = None
-    recompute_by_default: bool = False  # `train.gradient_checkpointing` when unset
     # The base the adapter is trained on: None loads the plain causal LM (models.load_causal_lm).
     load_base: Callable[[str, str | None], PreTrainedModel] | None = None
     save: Callable[[PreTrainedModel, Path], None] = save_as_is  # writes adapter/ or model/
@@ -78,11 +77,6 @@ def saved_as(name: str | None) -> str | None:
     """`adapter` or `model` for a training run's method; None for other folders (base, tfidf-logreg)."""
     method = _METHODS.get(name or "")
     return method.saves if method else None
-
-
-def recomputes_activations(t: TrainConfig) -> bool:
-    """`train.gradient_checkpointing`, resolved: unset means the method's default."""
-    return t.gradient_checkpointing if t.gradient_checkpointing is not None else get(t.method).recompute_by_default
 
 
 def check_method_supported(t: TrainConfig) -> None:
