@@ -38,6 +38,24 @@ def _uneven_reviews(path):
     return write_csv(path, rows)
 
 
+def _launch(args: list[str], tmp_path, attempt: int) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    """torchrun with each rank's stderr in its own file, so the rank that failed first can be read apart from
+    the other's 'connection closed by peer'. Returns the process and {rank: stderr}."""
+    logs = tmp_path / f"torchrun-logs-{attempt}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", f"--log-dir={logs}", "--tee=2", *args],
+                              env=env, capture_output=True, text=True, timeout=600)
+    ranks = {path.parent.name: path.read_text() for path in sorted(logs.glob("**/stderr.log"))}
+    return launched, ranks
+
+
+def _transport_failure(ranks: dict[str, str]) -> bool:
+    """Both ranks died in gloo's TCP transport (seen twice in ~20 full suites on loaded 2-core CI machines, never
+    alone): the layouts' arithmetic was never reached, so one fresh launch is a fair second chance. A failure in
+    domaintune's own code names no gloo transport and is not retried."""
+    return bool(ranks) and all("gloo" in text for text in ranks.values() if "Traceback" in text or "Error" in text)
+
+
 def _bound(precision: str) -> float:
     """Largest relative difference allowed between the layouts' gradients, losses and gradient norms.
 
@@ -65,22 +83,24 @@ def test_two_process_ddp_matches_one_process(tiny_overrides, tmp_path, precision
     run_prepare(cfg)
     single = run_train(cfg, callbacks=[StepRecorder(tmp_path / "grads-one")])
 
-    script = tmp_path / "cli_with_recorder.py"
-    script.write_text(torchrun_cli_with_recorder(tmp_path / "grads-two"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    launched = subprocess.run(
-        [TORCHRUN, "--standalone", "--nproc_per_node=2", str(script), "train",
-         *common, f"train.batch_size={BATCH // 2}", f"train.output_dir={tmp_path / 'two'}"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert launched.returncode == 0, f"torchrun exited {launched.returncode}: {launched.stderr[-4000:]}"
+    for attempt in (1, 2):
+        script = tmp_path / "cli_with_recorder.py"
+        script.write_text(torchrun_cli_with_recorder(tmp_path / f"grads-two-{attempt}"))
+        launched, ranks = _launch([str(script), "train", *common, f"train.batch_size={BATCH // 2}",
+                                   f"train.output_dir={tmp_path / f'two-{attempt}'}"], tmp_path, attempt)
+        if launched.returncode == 0 or attempt == 2 or not _transport_failure(ranks):
+            break
+    failures = "\n".join(f"--- rank {rank} ---\n{text[-3000:]}" for rank, text in ranks.items())
+    assert launched.returncode == 0, f"torchrun exited {launched.returncode} (attempt {attempt}):\n{failures}"
+    two = tmp_path / f"two-{attempt}"
 
     bound = _bound(precision)
-    one_grads, two_grads = recorded_gradients(tmp_path / "grads-one"), recorded_gradients(tmp_path / "grads-two")
+    one_grads = recorded_gradients(tmp_path / "grads-one")
+    two_grads = recorded_gradients(tmp_path / f"grads-two-{attempt}")
     assert sorted(one_grads) == sorted(two_grads) == [1, 2, 3]
     for step in one_grads:
         assert relative_l2(one_grads[step], two_grads[step]) <= bound, f"step {step} gradient"
-    one_log, two_log = logged_steps(single), logged_steps(tmp_path / "two")
+    one_log, two_log = logged_steps(single), logged_steps(two)
     assert sorted(one_log) == sorted(two_log) == [1, 2, 3]
     for step, want in one_log.items():
         for key in ("loss", "grad_norm"):
@@ -93,7 +113,7 @@ def test_two_process_ddp_matches_one_process(tiny_overrides, tmp_path, precision
         # 5% of one step at lr 2e-4, so any element that stepped differently fails. In bf16 a few elements of 8,192
         # do flip (2e-4 apart), which is why bf16 is held to the gradients above.
         one = load_file(single / "adapter" / "adapter_model.safetensors")
-        two = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+        two = load_file(two / "adapter" / "adapter_model.safetensors")
         assert one.keys() == two.keys()
         assert max((one[k] - two[k]).abs().max().item() for k in one) <= 1e-5
 
