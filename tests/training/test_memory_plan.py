@@ -41,7 +41,7 @@ def test_an_explicit_setting_wins_over_the_budget(tiny_overrides, setting):
         assert plan.recompute is setting and plan.decided_by == "config"
 
 
-def test_a_step_that_cannot_fit_stops_before_the_model_is_loaded(tiny_overrides, monkeypatch, tmp_path):
+def test_a_step_that_cannot_fit_stops_before_the_model_is_loaded(tiny_overrides, monkeypatch, tmp_path, capsys):
     import domaintune.training.train as train_module
     from domaintune import run_prepare, run_train
 
@@ -54,6 +54,8 @@ def test_a_step_that_cannot_fit_stops_before_the_model_is_loaded(tiny_overrides,
         run_train(cfg)
     assert loaded == []
     assert not (tmp_path / "runs").exists()  # no work folder either
+    # the progress output says what was estimated and decided before the refusal
+    assert "memory plan: lora, 4 x 96 tokens" in capsys.readouterr().out
 
 
 def test_the_plan_verb_prints_each_component_and_refuses_what_cannot_fit(tiny_overrides, monkeypatch, capsys):

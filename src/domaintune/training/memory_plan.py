@@ -17,7 +17,8 @@ row; answer-only SFT on labelled data: the longest label's answer tokens, `score
   overlap      minus the gradients (full, freeze): backward writes them as it frees each layer's activations,
                so the step holds the larger of the two, not their sum
   allocator    on a CPU without recomputation, the freed blocks glibc keeps for reuse (freed_memory_policy):
-               measured, `ALLOCATOR_SLACK` of the layer activations
+               measured, `ALLOCATOR_SLACK` of the layer activations (less where gradients and AdamW state
+               are allocated into the holes freed activations leave)
   runtime      measured: the imports, tokenizer and data (RSS before training, less the weights)
 The measured constants come from bench/memory_plan.py (random-weight SmolLM2 135M to 1.7B, LoRA and full,
 with and without recomputation: each estimate within 15% of the measured peak RSS; BENCHMARKS.md). The
@@ -53,7 +54,9 @@ LAYER_BYTES = {
 HEAD_BYTES = {"weights": 13, "adapter": 1}  # x hidden per token: the final norm and the head's input
 LOGIT_BYTES = {"fp32": 12, "16-bit": 14}  # per scored position and vocabulary entry (see the docstring)
 RUNTIME_BYTES = 670 << 20  # CPU: RSS before training less the weights (imports, tokenizer, data; bench/memory_plan.py)
-ALLOCATOR_SLACK = 0.93  # glibc's resident heap beyond the live activations on the fast path (bench/memory_plan.py)
+# glibc's resident heap beyond the live tensors on the fast path, as a share of the layer activations; fitted
+# to bench/memory_plan.py's peaks (LoRA 135M-1.7B: 0.93; full 135M and 360M: 0.27 and 0.96, 0.5 between them)
+ALLOCATOR_SLACK = {"adapter": 0.93, "weights": 0.5}
 CUDA_RUNTIME_BYTES = 1 << 30  # CUDA context, cuBLAS workspace and the caching allocator's slack: not measured
 
 
@@ -105,7 +108,7 @@ class MemoryPlan:
         if self.fits:
             return
         levers = "lower train.batch_size (raise train.grad_accum to keep the batch) or train.max_length"
-        if not self.recompute:
+        if not self.recompute and self.other_total < 0.95 * self.total:
             levers += f", set train.gradient_checkpointing=true ({self.other_total / GIB:.1f} GiB)"
         if self.method in ("full", "freeze"):
             levers += ", or use train.method=lora"
@@ -189,27 +192,36 @@ def estimate(shape: ModelShape, t: TrainConfig, precision: str, device: str, rec
     # A full step's weight gradients take the place of activations freed layer by layer in backward.
     overlap = min(gradients, activations) if trains == "weights" else 0
     return {
-        "weights": shape.parameters * 4,
+        "weights": _weight_bytes(shape, t),
         "gradients": gradients,
         "optimizer": optimizer,
         "activations": activations,
         "overlap": -overlap,
-        "allocator": _kept_by_malloc(shape, tokens, per_layer * kept, gradients) if device == "cpu" and not recompute
+        "allocator": _kept_by_malloc(shape, tokens, per_layer * kept, trains) if device == "cpu" and not recompute
         else 0,
         "runtime": CUDA_RUNTIME_BYTES if device == "cuda" else RUNTIME_BYTES,
     }
 
 
-def _kept_by_malloc(shape: ModelShape, tokens: int, layer_activations: int, gradients: int) -> int:
+def _weight_bytes(shape: ModelShape, t: TrainConfig) -> int:
+    """fp32, except under QLoRA: its base's linear weights are 4-bit NF4 (half a byte; not measured here, as
+    QLoRA needs a GPU); the embeddings, norms and head stay as loaded."""
+    if methods.get(t.method).load_base is None:
+        return shape.parameters * 4
+    return shape.linear_parameters // 2 + (shape.parameters - shape.linear_parameters) * 4
+
+
+def _kept_by_malloc(shape: ModelShape, tokens: int, layer_activations: int, trains: str) -> int:
     """What glibc keeps resident beyond the live tensors on the fast path (runtime.freed_memory_policy keeps
-    freed blocks below KEEP_FOR_REUSE for reuse): measured at ALLOCATOR_SLACK of the layer activations served
-    from its heap (a tensor of KEEP_FOR_REUSE or more is a mapping of its own, returned when freed), less the
-    gradients, which are allocated into the holes the activations leave in backward."""
+    freed blocks below KEEP_FOR_REUSE for reuse): measured, ALLOCATOR_SLACK of the layer activations served
+    from its heap (a tensor of KEEP_FOR_REUSE or more is a mapping of its own, returned when freed). Where the
+    weights train, their gradients and AdamW state fill some of the holes; how many depends on sizes and
+    order that no formula here follows, hence the one fitted share."""
     if tokens * shape.intermediate * 4 >= KEEP_FOR_REUSE:  # the widest activations are mapped, not heap
         layer_activations = layer_activations * shape.hidden // (shape.hidden + shape.intermediate)
     if tokens * shape.hidden * 4 >= KEEP_FOR_REUSE:
         return 0
-    return max(int(ALLOCATOR_SLACK * layer_activations) - gradients, 0)
+    return int(ALLOCATOR_SLACK[trains] * layer_activations)
 
 
 def _layer_bytes(shape: ModelShape, t: TrainConfig, kind: str, trains: str) -> int:
