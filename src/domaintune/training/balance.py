@@ -53,16 +53,19 @@ class BalancedLabelSampler(WeightedRandomSampler):
     """Rows drawn with replacement, each with probability 1 / (labels x rows of its label): every label is
     equally likely at every draw. An epoch draws as many rows as the split holds.
 
-    The generator is seeded with seed + epoch (the Trainer calls `set_epoch`), so a resumed run draws the
-    same rows as an uninterrupted one.
+    Each epoch's draws depend only on seed + epoch (the Trainer calls `set_epoch`), not on the process's
+    random state, so a resumed run draws the same rows as an uninterrupted one.
     """
 
     def __init__(self, row_labels: list[str], seed: int) -> None:
         counts = Counter(row_labels)
         weights = [1.0 / counts[label] for label in row_labels]
         super().__init__(weights, num_samples=len(row_labels), replacement=True, generator=torch.Generator())
-        self.seed = seed
-        self.set_epoch(0)
+        self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed + epoch)
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
