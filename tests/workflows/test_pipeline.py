@@ -154,13 +154,19 @@ def test_demo_flow_on_the_tiny_model(tiny_overrides, tmp_path):
     table = "\n".join(lines)
     assert "test ppl" in table and "accuracy" in table and "COST: training" in table and "trainable params" in table
     quality = table.split("QUALITY\n")[1].split("\n* differs")[0].splitlines()[2:]
-    assert [line[:24].strip() for line in quality] == ["base", "lora", "lora-merged", "majority (reference)",
-                                                       "label prior (reference)"]
+    assert [line[:24].strip() for line in quality] == ["base", "lora", "lora-merged", "tfidf",
+                                                       "majority (reference)", "label prior (reference)"]
     assert "label prior (reference)" in quality[-1] and "(expected)" in quality[-1]
     assert [line.split(":")[0] for line in table.split("per-class F1:\n")[1].splitlines()[:2]] == ["  base", "  lora"]
     # Every evaluated folder keeps its predictions, so base and lora carry intervals and no evaluate-again note.
-    for line, folder in zip(quality, ("base", "lora"), strict=False):
-        assert (tmp_path / "runs" / folder / "predictions.jsonl").is_file()
+    # The baseline is fitted in every demo, so the adapted model is always seen beside it.
+    paired = table.split("PAIRED DIFFERENCES")[1].split("per-class F1:")[0].splitlines()
+    assert any(line.split()[:2] == ["lora", "tfidf"] for line in paired if line.strip())
+    cfg = demo_config(tiny_overrides)
+    folders = {"base": cfg.evaluate.base_output_dir, "lora": cfg.train.output_dir,
+               "tfidf": cfg.evaluate.baseline_output_dir}
+    for line, folder in zip([quality[0], quality[1], quality[3]], folders, strict=True):
+        assert (Path(folders[folder]) / "predictions.jsonl").is_file()
         assert "[" in line and f"note: {folder}: no predictions.jsonl" not in table
 
 

@@ -1,7 +1,7 @@
 """`domaintune demo`: the whole path on the embedded model and data, sized for a 2-core CPU.
 
-prepare -> evaluate base -> LoRA-train -> evaluate adapted -> compare. With `--compare` it also fits
-the TF-IDF baseline and trains full fine-tuning on the same rows, then times every model and writes
+prepare -> evaluate base -> LoRA-train -> evaluate adapted -> TF-IDF baseline -> compare. With `--compare`
+it also trains full fine-tuning on the same rows, then times every model and writes
 report.html for base vs LoRA (unmerged and merged) vs full vs TF-IDF. The settings are demo.yaml beside
 this module, an ordinary config file (configs/demo.yaml is a link to it).
 """
@@ -48,18 +48,16 @@ def run_demo(cfg: Config | None = None, log=print, compare: bool = False,
     """
     cfg = cfg or demo_config()
     configs = [cfg, full_config(cfg)] if compare else [cfg]
-    folders = [cfg.evaluate.base_output_dir, *(c.train.output_dir for c in configs)]
-    folders += [cfg.evaluate.baseline_output_dir] if compare else []
+    folders = [cfg.evaluate.base_output_dir, *(c.train.output_dir for c in configs), cfg.evaluate.baseline_output_dir]
     out = Path(cfg.train.output_dir).parent / "compare"
     check_prepare_output(cfg, overwrite)
     check_base_output(cfg, overwrite)
     for run_cfg in configs:
         check_train_output(run_cfg, overwrite)
-    if compare:
-        check_baseline_output(cfg, overwrite)
+    check_baseline_output(cfg, overwrite)
     check_compare_output(folders, out, overwrite)
 
-    steps = 7 if compare else 4
+    steps = 7 if compare else 5
     log(f"[1/{steps}] prepare {cfg.data.source} -> {cfg.data.output_dir}")
     run_prepare(cfg, overwrite)
     log(f"[2/{steps}] evaluate base model {cfg.model.name}")
@@ -74,10 +72,11 @@ def run_demo(cfg: Config | None = None, log=print, compare: bool = False,
         run_evaluate(run_cfg, str(run_dir))
         names.append(t.method)
         step += 2
-    if compare:
-        log(f"[{steps}/{steps}] TF-IDF + logistic regression baseline -> {cfg.evaluate.baseline_output_dir}")
-        run_baseline(cfg, overwrite)
-        names.append("tfidf")
+    # The baseline in every demo, not only with --compare: an adapted model's figures mean little without
+    # the simple model it has to beat, and its search and fit on the demo's rows take seconds.
+    log(f"[{steps}/{steps}] TF-IDF + logistic regression baseline -> {cfg.evaluate.baseline_output_dir}")
+    run_baseline(cfg, overwrite)
+    names.append("tfidf")
     report = run_compare(folders, out, names, latency=(latency or LatencySettings()) if compare else None,
                          threads=cfg.threads, log=log, overwrite=overwrite)
     log("")
