@@ -125,8 +125,8 @@ def test_the_pruner_sees_macro_f1_and_maximizes(tiny_model_dir, tmp_path, monkey
     study = _study(tmp_path / "sweep")
     first, second = study.trials
     assert first.params["train.learning_rate"] == 0.05, "precondition: the grid's order for seed 1"
-    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-    assert first.intermediate_values == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0}
-    assert second.intermediate_values == {1: _all_positive_f1(tmp_path / "sweep")}
     assert (first.state, second.state) == (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     assert second.user_attrs["pruned_at_step"] == 1
+    assert first.intermediate_values == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0}
+    assert second.intermediate_values == {1: _all_positive_f1(tmp_path / "sweep")}
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
