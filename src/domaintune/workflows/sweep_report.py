@@ -1,7 +1,7 @@
 """The sweep report: trials table (md/csv/json), best config, parameter importance, quality against cost.
 
-Every figure is the sweep's objective (`train.select_by`'s val figure, sweep_objective.py); val loss keeps
-its own column beside another objective.
+Trials are ranked, plotted and marked best by the sweep's objective (`train.select_by`'s val figure,
+sweep_objective.py); beside another objective, val loss keeps its own column.
 
 Importance is Optuna's fANOVA (a random forest over the complete trials; pruned trials carry no final
 value and are left out), seeded with the sweep's seed so that the same study gives the same figures.
