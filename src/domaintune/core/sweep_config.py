@@ -37,8 +37,9 @@ FIXED = {
     "model": "all trials share one base model (prepare's token filters and compare rely on it)",
     "sweep": "the sweep's own settings are not a trial's",
     "train.output_dir": "each trial writes its own run folder",
+    "train.select_by": "it is the sweep's objective (trials scored by different rules do not compare): set it "
+                       "once, outside sweep.space",
 }
-
 
 
 class SearchParam(StrictModel):
@@ -103,8 +104,9 @@ class SearchParam(StrictModel):
 
 class PrunerSettings(StrictModel):
     type: Literal["median", "none"] = Field(
-        "median", description="`median`: stop a trial whose val loss is worse than the median of earlier "
-        "trials at the same step (Optuna's MedianPruner; needs `train.eval_steps`); `none`: never stop early.",
+        "median", description="`median`: stop a trial whose objective (the val figure `train.select_by` names) "
+        "is worse than the median of earlier trials at the same step (Optuna's MedianPruner; needs "
+        "`train.eval_steps`); `none`: never stop early.",
     )
     startup_trials: int = Field(2, ge=0, description="Trials that always run to the end before any is pruned.")
     warmup_steps: int = Field(0, ge=0, description="Optimizer steps a trial always trains before it can be pruned.")
@@ -114,7 +116,8 @@ class SweepConfig(StrictModel):
     space: dict[str, SearchParam] = Field(
         default_factory=dict,
         description="Dotted config key -> `{low, high, log, step}` range or list of `choices` (a section key "
-        "such as `train` takes mappings merged into it). data/evaluate/model/sweep keys are fixed.",
+        "such as `train` takes mappings merged into it). data/evaluate/model/sweep keys and `train.select_by` "
+        "(the objective) are fixed.",
     )
     trials: int | None = Field(
         None, ge=1, description="Trials to finish (resumed sweeps count finished ones); unset: grid: every "
@@ -163,6 +166,23 @@ def schema_keys(section: type[BaseModel], prefix: str = "") -> dict[str, bool]:
     return keys
 
 
+def _fixed(key: str, param: SearchParam) -> tuple[str, str | None]:
+    """The fixed key that `key` is or lies in, or that a section's mapping choices set; and why."""
+    nested = [f"{key}.{k}" for c in param.choices or [] if isinstance(c, dict) for k in _dotted_keys(c)]
+    for dotted in (key, *nested):
+        reason = FIXED.get(dotted) or FIXED.get(dotted.split(".")[0])
+        if reason:
+            return dotted, reason
+    return key, None
+
+
+def _dotted_keys(mapping: dict[str, Any], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for k, v in mapping.items():
+        keys += _dotted_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k]
+    return keys
+
+
 def check_search_space(cfg: Config) -> None:
     """Raise ValueError (one line) for a key that is not searchable or a candidate value that does not validate.
 
@@ -176,9 +196,10 @@ def check_search_space(cfg: Config) -> None:
             close = difflib.get_close_matches(key, [k for k, sec in keys.items() if not sec], n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ValueError(f"sweep.space: unknown key '{key}'{hint}")
-        reason = FIXED.get(key) or FIXED.get(key.split(".")[0])
+        fixed, reason = _fixed(key, param)
         if reason:
-            raise ValueError(f"sweep.space: '{key}' cannot be searched: {reason}")
+            inside = "" if fixed == key else f" (set by '{key}')"
+            raise ValueError(f"sweep.space: '{fixed}'{inside} cannot be searched: {reason}")
         if keys[key] and not all(isinstance(c, dict) for c in param.choices or [None]):
             raise ValueError(f"sweep.space: '{key}' is a section: its choices must be mappings of its keys")
         for candidate in param.candidates():
@@ -193,5 +214,5 @@ def check_search_space(cfg: Config) -> None:
             except ValueError as exc:
                 raise ValueError(f"sweep.space: '{key}': {exc}") from None
     if cfg.sweep.pruner.type != "none" and cfg.train.eval_steps is None:
-        raise ValueError("sweep.pruner.type=median needs train.eval_steps (val loss during training), "
+        raise ValueError("sweep.pruner.type=median needs train.eval_steps (val scored during training), "
                          "or set sweep.pruner.type=none")

@@ -1,7 +1,7 @@
 """`domaintune sweep`: an Optuna search over config keys, each trial an ordinary run folder.
 
 Sweep folder layout (`sweep.output_dir`):
-    study.sqlite          the Optuna study (every trial, its params, intermediate val losses, state)
+    study.sqlite          the Optuna study (every trial, its params, intermediate objective values, state)
     sweep.lock            held while a sweep runs, so two sweeps never share a folder
     prepared/             the data, prepared once for every trial
     trials/trial-NNN/     one run folder per trial (evaluate and compare take them as they are)
@@ -10,7 +10,8 @@ Sweep folder layout (`sweep.output_dir`):
 
 Optuna does the sampling (TPE or grid), the pruning decision (median of earlier trials at the same step)
 and the storage; this module maps trials to configs, stops pruned trials through the Trainer's own
-`control.should_training_stop`, and makes a killed sweep resumable.
+`control.should_training_stop`, and makes a killed sweep resumable. What a trial is scored by, and which
+way is better, follows `train.select_by` (sweep_objective.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from transformers import TrainerCallback
 
 from domaintune.core.config import validate_config
 from domaintune.core.dotted import set_dotted
@@ -41,6 +41,12 @@ from domaintune.core.sweep_config import SearchParam, choice_label
 from domaintune.data.prepare import read_split, run_prepare
 from domaintune.training.checkpoints import work_dir
 from domaintune.training.train import run_train
+from domaintune.workflows.sweep_objective import (
+    PruneOnObjective,
+    SweepObjective,
+    check_same_objective,
+    objective_of,
+)
 from domaintune.workflows.sweep_report import write_report
 
 STUDY_NAME = "domaintune-sweep"
@@ -58,6 +64,7 @@ def run_sweep(cfg: Config, log: Callable[[str], None] = print, overwrite: bool =
         raise DomaintuneError("the config has no sweep.space: name the keys to search (see configs/sweep.yaml)")
     folder = open_output_in_place(s.output_dir, "sweep", config_inputs(cfg) + data_inputs(cfg), overwrite,
                                   "sweep.output_dir")
+    objective = objective_of(cfg)
     # One line per trial is printed here instead of Optuna's; its level is put back after the sweep.
     with optuna_verbosity(optuna.logging.WARNING), _exclusive(folder):
         study = _open_study(cfg, folder)
@@ -68,9 +75,11 @@ def run_sweep(cfg: Config, log: Callable[[str], None] = print, overwrite: bool =
             log(f"sweep {folder}: budget already spent ({_counted(study)} trials); writing the report")
         else:
             log(f"sweep {folder}: {_counted(study)} trials done, running "
-                f"{'up to ' + str(trials_left) if trials_left else 'more'} ({s.sampler}, pruner {s.pruner.type})")
+                f"{'up to ' + str(trials_left) if trials_left else 'more'} ({s.sampler}, pruner {s.pruner.type}, "
+                f"{objective.direction} {objective.label})")
             study.optimize(_Objective(cfg, folder, prepared, log), n_trials=trials_left, timeout=seconds_left,
-                           catch=(DomaintuneError,), callbacks=[_report_trial(log)], gc_after_trial=True)
+                           catch=(DomaintuneError,), callbacks=[_report_trial(log, objective)],
+                           gc_after_trial=True)
         return write_report(study, cfg, folder, _best_config(study, cfg, folder, prepared))
 
 
@@ -100,8 +109,10 @@ def _identity(cfg: Config) -> dict[str, Any]:
 
 def _open_study(cfg: Config, folder: Path) -> optuna.Study:
     storage = f"sqlite:///{(folder / 'study.sqlite').resolve()}"
-    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="minimize",
+    objective = objective_of(cfg)
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction=objective.direction,
                                 load_if_exists=True, pruner=_pruner(cfg))
+    check_same_objective(study, objective, folder)  # before the config: it names the key and the direction
     identity = _identity(cfg)
     started_with = study.user_attrs.get("config")
     if started_with is None:
@@ -167,8 +178,8 @@ def _prepare_once(cfg: Config, folder: Path, log: Callable[[str], None]) -> Path
         data_cfg.data.output_dir = str(prepared)
         run_prepare(data_cfg)
     if not read_split(prepared, "val"):
-        raise DomaintuneError(f"{prepared}: the val split is empty; a sweep ranks trials on val loss "
-                              "(raise data.val_fraction)")
+        raise DomaintuneError(f"{prepared}: the val split is empty; a sweep ranks trials on val "
+                              f"(train.select_by={cfg.train.select_by}; raise data.val_fraction)")
     return prepared
 
 
@@ -235,34 +246,15 @@ def _best_config(study: optuna.Study, cfg: Config, folder: Path, prepared: Path)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None
-    best = min(complete, key=lambda t: t.value)
+    best = objective_of(cfg).best(complete, lambda t: t.value)
     values = {key: _decode(p, best.params[key]) for key, p in cfg.sweep.space.items()}
     return trial_config(cfg, values, Path("runs") / f"{folder.name}-best", prepared)
-
-
-class PruneOnValLoss(TrainerCallback):
-    """Reports each val loss to the trial and stops training, as EarlyStoppingCallback does, when Optuna prunes."""
-
-    def __init__(self, trial: optuna.Trial) -> None:
-        self.trial = trial
-        self.reported: set[int] = set()
-        self.pruned_at: int | None = None
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        loss = (metrics or {}).get("eval_loss")
-        step = state.global_step
-        if loss is None or step in self.reported or self.pruned_at is not None:
-            return  # run_train's closing evaluation repeats the last step's; it is not news
-        self.reported.add(step)
-        self.trial.report(loss, step)
-        if step < state.max_steps and self.trial.should_prune():
-            self.pruned_at = step
-            control.should_training_stop = True
 
 
 class _Objective:
     def __init__(self, cfg: Config, folder: Path, prepared: Path, log: Callable[[str], None]) -> None:
         self.cfg, self.folder, self.prepared, self.log = cfg, folder, prepared, log
+        self.objective = objective_of(cfg)
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("interrupted", False)  # a retried trial inherits its predecessor's attrs
@@ -272,7 +264,7 @@ class _Objective:
         self.log(f"trial {trial.number}: {_shown(trial.params)}")
         try:
             run_cfg = trial_config(self.cfg, values, run_dir, self.prepared)
-            pruning = PruneOnValLoss(trial)
+            pruning = PruneOnObjective(trial, self.objective)
             run_train(run_cfg, callbacks=[pruning] if self.cfg.sweep.pruner.type != "none" else None)
         except DomaintuneError as exc:
             trial.set_user_attr("error", str(exc))
@@ -288,26 +280,30 @@ class _Objective:
                                 pruned_at_step=pruning.pruned_at, params=trial.params)
         write_run_card(run_dir, card)
         for key in ("steps", "train_wall_seconds", "train_tokens_per_second", "trainable_parameters", "weights_bytes",
-                    "peak_rss_bytes", "val_loss"):
+                    "peak_rss_bytes", "val_loss", self.objective.key):
             trial.set_user_attr(key, getattr(card, key))
         trial.set_user_attr("pruned_at_step", pruning.pruned_at)
+        value = getattr(card, self.objective.key)  # the kept weights' figure: what select_by chose
         if pruning.pruned_at is not None:
-            raise optuna.TrialPruned(f"val loss {card.val_loss} at step {pruning.pruned_at}")
-        return card.val_loss
+            raise optuna.TrialPruned(f"{self.objective.label} {value} at step {pruning.pruned_at}")
+        return value
 
 
 def _shown(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def _report_trial(log: Callable[[str], None]):
+def _report_trial(log: Callable[[str], None], objective: SweepObjective):
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         a = trial.user_attrs
         if trial.state == TrialState.COMPLETE:
-            log(f"trial {trial.number}: val loss {trial.value:.4f} "
-                f"({a['steps']} steps, {a['train_wall_seconds']:.0f} s)")
+            # Val loss stays informative beside another objective.
+            loss = "" if objective.key == "val_loss" else f"val loss {a['val_loss']:.4f}, "
+            log(f"trial {trial.number}: {objective.label} {trial.value:.4f} "
+                f"({loss}{a['steps']} steps, {a['train_wall_seconds']:.0f} s)")
         elif trial.state == TrialState.PRUNED:
-            log(f"trial {trial.number}: pruned at step {a.get('pruned_at_step')} (val loss {a.get('val_loss')})")
+            log(f"trial {trial.number}: pruned at step {a.get('pruned_at_step')} "
+                f"({objective.label} {a.get(objective.key)})")
         else:
             log(f"trial {trial.number}: {trial.state.name.lower()}: {a.get('error', 'see the traceback above')}")
 

@@ -1,5 +1,8 @@
 """The sweep report: trials table (md/csv/json), best config, parameter importance, quality against cost.
 
+Trials are ranked, plotted and marked best by the sweep's objective (`train.select_by`'s val figure,
+sweep_objective.py); beside another objective, val loss keeps its own column.
+
 Importance is Optuna's fANOVA (a random forest over the complete trials; pruned trials carry no final
 value and are left out), seeded with the sweep's seed so that the same study gives the same figures.
 """
@@ -19,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from domaintune.core.config import config_to_yaml
 from domaintune.core.io import atomic_write_json, atomic_write_text
 from domaintune.core.schema import Config
+from domaintune.workflows.sweep_objective import LABELS, SweepObjective, objective_of
 
 COLUMNS = ("val_loss", "steps", "pruned_at_step", "train_seconds", "trial_seconds", "train_tokens_per_second",
            "trainable_parameters", "size_bytes", "peak_rss_bytes")
@@ -26,9 +30,10 @@ COLUMNS = ("val_loss", "steps", "pruned_at_step", "train_seconds", "trial_second
 
 def write_report(study: optuna.Study, cfg: Config, folder: Path, best_config: Config | None) -> Path:
     """Write every report file into `folder`; returns `folder / "sweep.md"`."""
-    trials = [_record(t) for t in study.trials if t.state != TrialState.WAITING]
+    objective = objective_of(cfg)
+    trials = [_record(t, objective) for t in study.trials if t.state != TrialState.WAITING]
     complete = [t for t in trials if t["state"] == "complete"]
-    best = min(complete, key=lambda t: t["val_loss"]) if complete else None
+    best = objective.best(complete, lambda t: t[objective.key]) if complete else None
     seed = cfg.seed if cfg.sweep.seed is None else cfg.sweep.seed
     importance, importance_note = _importance(study, len(cfg.sweep.space), len(complete), seed)
     summary = {
@@ -37,30 +42,34 @@ def write_report(study: optuna.Study, cfg: Config, folder: Path, best_config: Co
         "sampler": cfg.sweep.sampler,
         "pruner": cfg.sweep.pruner.model_dump(),
         "seed": seed,
+        "objective": objective.key,
+        "direction": objective.direction,
         "best_trial": best["trial"] if best else None,
+        f"best_{objective.key}": best[objective.key] if best else None,
         "best_val_loss": best["val_loss"] if best else None,
         "importance": importance,
         "importance_method": importance_note,
         "trials": trials,
     }
     atomic_write_json(folder / "trials.json", summary)
-    atomic_write_text(folder / "trials.csv", _csv(trials, list(cfg.sweep.space)))
+    atomic_write_text(folder / "trials.csv", _csv(trials, list(cfg.sweep.space), objective))
     if best_config is not None and best is not None:
-        header = (f"# The best trial of {folder} (trial {best['trial']}, val loss {best['val_loss']}), written by\n"
+        header = (f"# The best trial of {folder} (trial {best['trial']}, {objective.label} {best[objective.key]}), "
+                  "written by\n"
                   f"# domaintune sweep; train it with: domaintune train -c {folder / 'best_config.yaml'}\n")
         atomic_write_text(folder / "best_config.yaml", header + config_to_yaml(best_config))
     if importance:
-        _plot_importance(importance, folder / "importance.png", importance_note)
+        _plot_importance(importance, folder / "importance.png", importance_note, objective)
     else:  # a resumed sweep's earlier report may have left one that no longer holds
         (folder / "importance.png").unlink(missing_ok=True)
-    if any(t["val_loss"] is not None for t in trials):
-        _plot_quality_vs_cost(trials, best, folder / "quality_vs_cost.png")
+    if any(t[objective.key] is not None for t in trials):
+        _plot_quality_vs_cost(trials, best, folder / "quality_vs_cost.png", objective)
     report = folder / "sweep.md"
-    atomic_write_text(report, _markdown(summary, cfg, folder))
+    atomic_write_text(report, _markdown(summary, cfg, folder, objective))
     return report
 
 
-def _record(trial: FrozenTrial) -> dict[str, Any]:
+def _record(trial: FrozenTrial, objective: SweepObjective) -> dict[str, Any]:
     a = trial.user_attrs
     state = trial.state.name.lower()
     if trial.state == TrialState.FAIL:
@@ -69,6 +78,7 @@ def _record(trial: FrozenTrial) -> dict[str, Any]:
         "trial": trial.number,
         "state": state,
         "params": trial.params,
+        objective.key: a.get(objective.key),  # first: the figure the sweep ranks by
         "val_loss": a.get("val_loss"),
         "steps": a.get("steps"),
         "pruned_at_step": a.get("pruned_at_step"),
@@ -101,17 +111,18 @@ def _importance(study: optuna.Study, params: int, complete: int, seed: int) -> t
     return {k: round(v, 4) for k, v in found.items()}, note
 
 
-def _csv(trials: list[dict[str, Any]], keys: list[str]) -> str:
+def _csv(trials: list[dict[str, Any]], keys: list[str], objective: SweepObjective) -> str:
+    columns = list(dict.fromkeys((objective.key, *COLUMNS)))  # the objective first, val loss kept
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["trial", "state", *keys, *COLUMNS, "folder"])
+    writer.writerow(["trial", "state", *keys, *columns, "folder"])
     for t in trials:
-        writer.writerow([t["trial"], t["state"], *(t["params"].get(k) for k in keys), *(t[c] for c in COLUMNS),
+        writer.writerow([t["trial"], t["state"], *(t["params"].get(k) for k in keys), *(t[c] for c in columns),
                          t["folder"]])
     return out.getvalue()
 
 
-def _markdown(summary: dict[str, Any], cfg: Config, folder: Path) -> str:
+def _markdown(summary: dict[str, Any], cfg: Config, folder: Path, objective: SweepObjective) -> str:
     trials = summary["trials"]
     keys = list(cfg.sweep.space)
     states = {s: sum(t["state"] == s for t in trials) for s in ("complete", "pruned", "failed", "interrupted")}
@@ -122,24 +133,27 @@ def _markdown(summary: dict[str, Any], cfg: Config, folder: Path) -> str:
         f"# Sweep {folder}",
         "",
         f"{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in states.items() if n)}) of {cfg.model.name}, "
-        f"sampler {cfg.sweep.sampler} (seed {summary['seed']}), pruner {pruner}, on val loss.",
+        f"sampler {cfg.sweep.sampler} (seed {summary['seed']}), pruner {pruner}, on {_ranked_by(objective)}.",
         "",
     ]
     best = summary["best_trial"]
     if best is not None:
         params = next(t["params"] for t in trials if t["trial"] == best)
-        lines += [f"Best: trial {best}, val loss {summary['best_val_loss']:.4f}, "
+        also = "" if objective.key == "val_loss" else f" (val loss {summary['best_val_loss']:.4f})"
+        lines += [f"Best: trial {best}, {objective.label} {summary[f'best_{objective.key}']:.4f}{also}, "
                   f"{', '.join(f'`{k}={_value(v)}`' for k, v in params.items())}; its config: `best_config.yaml`.", ""]
+    figures = list(dict.fromkeys((objective.key, "val_loss")))  # the objective first, val loss kept
     lines += [
-        "| trial | state | " + " | ".join(f"`{k}`" for k in keys) + " | val loss | steps | train s | "
-        "trainable params | size on disk |",
-        "|" + "---|" * (len(keys) + 7),
+        "| trial | state | " + " | ".join(f"`{k}`" for k in keys) + " | "
+        + " | ".join(LABELS[f] for f in figures) + " | steps | train s | trainable params | size on disk |",
+        "|" + "---|" * (len(keys) + len(figures) + 6),
     ]
     for t in trials:
         steps = f"{t['steps']} (pruned)" if t["state"] == "pruned" else _value(t["steps"])
         mark = " **best**" if t["trial"] == best else ""
         lines.append(f"| {t['trial']}{mark} | {t['state']} | " + " | ".join(_value(t["params"].get(k)) for k in keys)
-                     + f" | {_value(t['val_loss'], 4)} | {steps} | {_value(t['train_seconds'], 1)} | "
+                     + "".join(f" | {_value(t[f], 4)}" for f in figures)
+                     + f" | {steps} | {_value(t['train_seconds'], 1)} | "
                      f"{_count(t['trainable_parameters'])} | {_mib(t['size_bytes'])} |")
     lines += ["", "## Importance", "", f"{summary['importance_method']}.", ""]
     if summary["importance"]:
@@ -152,6 +166,12 @@ def _markdown(summary: dict[str, Any], cfg: Config, folder: Path) -> str:
     failed = [t for t in trials if t["error"]]
     lines += [f"- trial {t['trial']} failed: {t['error']}" for t in failed]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _ranked_by(objective: SweepObjective) -> str:
+    if objective.key == "val_loss":
+        return "val loss"
+    return f"{objective.label} (`train.select_by`, higher is better)"
 
 
 def _value(value: Any, digits: int | None = None) -> str:
@@ -170,39 +190,40 @@ def _mib(size: int | None) -> str:
     return "-" if size is None else f"{size / 2**20:.1f} MiB"
 
 
-def _plot_importance(importance: dict[str, float], path: Path, note: str) -> None:
+def _plot_importance(importance: dict[str, float], path: Path, note: str, objective: SweepObjective) -> None:
     fig = Figure(figsize=(6, 0.5 + 0.45 * len(importance)), dpi=100)
     ax = fig.subplots()
     names = list(importance)[::-1]
     ax.barh(names, [importance[n] for n in names])
-    ax.set_xlabel("importance (share of val-loss variance)")
+    ax.set_xlabel(f"importance (share of {objective.label} variance)")
     ax.set_title(note, fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
 
-def _plot_quality_vs_cost(trials: list[dict[str, Any]], best: dict[str, Any] | None, path: Path) -> None:
+def _plot_quality_vs_cost(trials: list[dict[str, Any]], best: dict[str, Any] | None, path: Path,
+                          objective: SweepObjective) -> None:
+    key = objective.key
     fig = Figure(figsize=(9, 3.6), dpi=100)
     axes = fig.subplots(1, 2, sharey=True)
     for ax, column, label in ((axes[0], "train_seconds", "training time (s)"),
                               (axes[1], "size_bytes", "weights on disk (MiB)")):
         for state, marker in (("complete", "o"), ("pruned", "x")):
-            shown = [t for t in trials if t["state"] == state and t["val_loss"] is not None and t[column]]
+            shown = [t for t in trials if t["state"] == state and t[key] is not None and t[column]]
             scale = 2**20 if column == "size_bytes" else 1
-            ax.scatter([t[column] / scale for t in shown], [t["val_loss"] for t in shown], marker=marker,
-                       label=state)
+            ax.scatter([t[column] / scale for t in shown], [t[key] for t in shown], marker=marker, label=state)
             for t in shown:
-                ax.annotate(str(t["trial"]), (t[column] / scale, t["val_loss"]), fontsize=7,
+                ax.annotate(str(t["trial"]), (t[column] / scale, t[key]), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
         if best:
             scale = 2**20 if column == "size_bytes" else 1
-            ax.scatter([best[column] / scale], [best["val_loss"]], marker="*", s=160, color="gold",
+            ax.scatter([best[column] / scale], [best[key]], marker="*", s=160, color="gold",
                        edgecolor="black", label="best", zorder=3)
         if column == "size_bytes":
             ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("val loss (pruned: at the step it stopped)")
+    axes[0].set_ylabel(f"{objective.label} (pruned: at the step it stopped)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
