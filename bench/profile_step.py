@@ -4,10 +4,10 @@
         [--compare unfused,eager,threads=1,fp32,no-gc] [--set KEY=VALUE ...] [--trace FILE.json]
         [--peak-gflops fp32=205,bf16=411] [--work DIR]
 
-The full measurement for BENCHMARKS.md (about 5 to 10 minutes on 2 cores; the comparison adds one
-unprofiled run per setting):
+The full measurement for BENCHMARKS.md (about 10 minutes on an idle 2-core machine: the profiled run,
+then one unprofiled run each for the defaults and every compared setting):
 
-    PYTHONPATH=src python bench/profile_step.py --steps 9 --batch 8 --compare unfused,eager
+    PYTHONPATH=src python bench/profile_step.py --steps 9 --batch 8 --compare fp32,eager
 
 What runs is `domaintune train` itself (run_train) at its defaults on the demo's drug reviews and the
 embedded SmolLM2-135M (bench/train_common.bench_config: method lora, precision and gradient
@@ -157,8 +157,9 @@ def report(result: dict, peaks: dict[str, float]) -> str:
     total_us, by_op_us = window["buckets"]["total_us"], window["buckets"]["by_op_us"]
     lines = [f"Profiled: optimizer steps {window['first']}-{window['last']} of {result['steps']} "
              f"(batch {result['batch']}, precision {result['precision']}, recomputation "
-             f"{'on' if result['recompute'] else 'off'}, {result['threads']} threads). ms are self CPU time "
-             "per step on the training thread; shares are of the profiled step's wall time.", "",
+             f"{'on' if result['recompute'] else 'off'}, {result['threads']} threads). ms: the profiler's "
+             "self time per step (wall time inside an op less its children, on the training thread, intra-op "
+             "threads included); shares: of the profiled step's wall time.", "",
              "| bucket | ms / step | share | largest ops (ms / step) |", "|---|---|---|---|"]
     for bucket in BUCKETS:
         ms = total_us[bucket] / 1000 / count
@@ -255,21 +256,23 @@ class StepWindow(TrainerCallback):
         self.model_config, self.threads = model.config, torch.get_num_threads()
 
     def on_step_begin(self, args, state, control, **kwargs):
+        reached = time.perf_counter()
         if self.profiled and state.global_step == self.warmup + self.profiled:
             self._stop()
-        self.steps.append({"begin": time.perf_counter(), "examples": []})
         if self.profiled and state.global_step == self.warmup:
             self._start()
+        begin = time.perf_counter()
+        # paused: starting the profiler and processing its events, which no step's time should include
+        self.steps.append({"begin": begin, "paused": begin - reached, "examples": []})
 
     def _start(self) -> None:
         from torch.profiler import ProfilerActivity, profile
 
         self.profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
         self.profiler.start()
-        self.window = {"usage": resource.getrusage(resource.RUSAGE_SELF), "begin": time.perf_counter()}
+        self.window = {"usage": resource.getrusage(resource.RUSAGE_SELF)}
 
     def _stop(self) -> None:
-        seconds = time.perf_counter() - self.window["begin"]
         usage, before = resource.getrusage(resource.RUSAGE_SELF), self.window["usage"]
         self.profiler.stop()
         events = self.profiler.events()
@@ -277,7 +280,7 @@ class StepWindow(TrainerCallback):
         if self.trace:
             self.profiler.export_chrome_trace(self.trace)
         self.window = {
-            "seconds": seconds, "buckets": times.as_dict(), "op_us": sum(e.self_cpu_time_total for e in events),
+            "buckets": times.as_dict(), "op_us": sum(e.self_cpu_time_total for e in events),
             "minflt": usage.ru_minflt - before.ru_minflt, "majflt": usage.ru_majflt - before.ru_majflt,
             "stime": usage.ru_stime - before.ru_stime, "utime": usage.ru_utime - before.ru_utime,
         }
@@ -303,19 +306,22 @@ class StepWindow(TrainerCallback):
         first = self.warmup + 1
         after = first + self.profiled
         window = {**self.window, **self._span(first, after - 1)} if self.profiled else {}
-        if self.profiled:
-            window["seconds"] = self.window["seconds"]  # start to stop of the profiler, not its start-up
-        timed = [{"seconds": round(b["begin"] - a["begin"], 2), "tokens": sum(n for n, _ in a["examples"])}
-                 for a, b in zip(self.steps, self.steps[1:], strict=False)]
+        timed = [{"seconds": self._seconds(i, i + 1), "tokens": sum(n for n, _ in self.steps[i]["examples"])}
+                 for i in range(len(self.steps) - 1)]
         return {"window": window, "reference": self._span(after, len(self.steps) - 1), "threads": self.threads,
                 "each_step": timed}
 
     def _span(self, first: int, last: int) -> dict:
         steps = self.steps[first - 1:last]
         examples = [{"input_ids": range(n), "labels": labels} for step in steps for n, labels in step["examples"]]
-        return {"first": first, "last": last, "seconds": self.steps[last]["begin"] - steps[0]["begin"],
+        return {"first": first, "last": last, "seconds": self._seconds(first - 1, last),
                 "tokens": sum(len(e["input_ids"]) for e in examples),
                 "flops": step_flops(self.model_config, examples, self.method, self.rank)}
+
+    def _seconds(self, start: int, end: int) -> float:
+        """From the start of step index `start` to that of `end` (0-based), less the profiler's pauses."""
+        paused = sum(step["paused"] for step in self.steps[start + 1:end + 1])
+        return self.steps[end]["begin"] - self.steps[start]["begin"] - paused
 
 
 def first_touch_fault_cost(mib: int = 256) -> dict:
