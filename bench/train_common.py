@@ -108,6 +108,19 @@ def matmul_peak_gflops(precision: str = "fp32", rows: int = 1024, repeat: int = 
     return best
 
 
+def configured_peaks(text: str) -> dict[str, float]:
+    """`fp32=205,bf16=411` (the --peak-gflops option) as {precision: GFLOP/s}; empty: none configured."""
+    return {k: float(v) for k, v in (item.split("=") for item in text.split(",") if item)}
+
+
+def matmul_peaks(configured: dict[str, float]) -> dict[str, float]:
+    """GFLOP/s per precision a run may be held to: the configured figure, else measured now."""
+    from domaintune.core.runtime import mfu_peak_precision
+
+    needed = {"fp32", mfu_peak_precision("bf16")}
+    return {p: configured[p] if p in configured else matmul_peak_gflops(p) for p in sorted(needed)}
+
+
 def step_flops(config, examples: list[dict], method: str, lora_r: int = 8) -> float:
     """FLOPs a training step needs for the loss and gradients of `examples` (no padding, no recomputation).
 

@@ -39,9 +39,10 @@ from train_common import (
     MAX_LENGTH,
     bench_config,
     bench_parser,
+    configured_peaks,
     load_avg,
     loss_after_training,
-    matmul_peak_gflops,
+    matmul_peaks,
     prepare_examples,
     run_child,
     serve_child,
@@ -78,7 +79,7 @@ def main() -> None:
     print(f"# bench/train_speed.py --steps {args.steps} --batch {args.batch} --trl-defaults-steps "
           f"{args.trl_defaults_steps} --trl-defaults-batch {args.trl_defaults_batch}")
     print(f"{load_avg()} (start)")
-    configured = {k: float(v) for k, v in (item.split("=") for item in args.peak_gflops.split(",") if item)}
+    configured = configured_peaks(args.peak_gflops)
     peaks = matmul_peaks(configured)
     results = {}
     for name in args.recipes.split(","):
@@ -95,14 +96,6 @@ def main() -> None:
     print(table(results, examples, peaks))
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def matmul_peaks(configured: dict[str, float]) -> dict[str, float]:
-    """GFLOP/s per precision a recipe may be held to: the configured figure, else measured now."""
-    from domaintune.core.runtime import mfu_peak_precision
-
-    needed = {"fp32", mfu_peak_precision("bf16")}
-    return {p: configured[p] if p in configured else matmul_peak_gflops(p) for p in sorted(needed)}
 
 
 def table(results: dict, examples: list[dict], peaks: dict[str, float]) -> str:
