@@ -58,12 +58,18 @@ def label_logits(
     batch_size: int,
 ) -> torch.Tensor:
     """The head's logits, shape (texts, labels) in the head's label order; the prediction is each row's
-    argmax, and the rows are kept whole for predictions.jsonl."""
-    rows = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True,
-            return_tensors="pt",
-        )
-        rows.append(model(**batch).logits.float())
-    return torch.cat(rows) if rows else torch.zeros(0, model.config.num_labels)
+    argmax, and the rows are kept whole for predictions.jsonl.
+
+    Batches hold texts of similar length, so a batch pads to little more than its own rows: reviews run
+    from a few tokens to `max_length`, and batches in file order padded every row to about the longest
+    of eight. Each row's logits go back to its text's place.
+    """
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    logits = torch.zeros(len(texts), model.config.num_labels)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
+                          return_tensors="pt")
+        logits[rows] = model(**batch).logits.float()
+    return logits
