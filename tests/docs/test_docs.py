@@ -106,8 +106,11 @@ def test_documented_command_parses(guide, command, capsys):
     if ns.verb in OVERRIDES_ONLY:
         stray = [w for w in words if "=" not in w]
         assert not stray, f"{guide}: `domaintune {command}`: the shell passes {stray} as arguments of their own"
+    # The overrides apply on top of the command's own config file when it ships with the repository
+    # (configs/...); a file the reader writes first (my.yaml) is checked against the defaults.
+    shipped = ROOT / ns.config if getattr(ns, "config", None) and (ROOT / ns.config).is_file() else None
     try:
-        load_config(None, overrides)
+        load_config(shipped, overrides)
     except DomaintuneError as exc:
         pytest.fail(f"{guide}: `domaintune {command}`: {exc}")
 
